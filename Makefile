@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make demo   train -> convert -> bench on the default data folder
+#   make test   the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN ?= runs/demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install demo test clean
+
+# Re-installs when pyproject.toml changes. torch is pinned to the CPU build this project tests
+# with; an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/edgecxr train --out $(RUN) --overwrite
+	$(BIN)/edgecxr evaluate $(RUN) --json $(RUN)/test_metrics.json
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,139 @@
+"""Inference backends with one interface: preprocessed float inputs in, P(pneumonia) out.
+
+TFLite runs on LiteRT (`ai-edge-litert`), falling back to `tflite-runtime`; ONNX runs on
+onnxruntime. int8 input/output quantization is read from the model's own tensor details,
+never assumed, so a re-calibrated model cannot be fed with stale scales.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgecxrError, MissingDependencyError
+from .metadata import ModelMetadata, read_metadata
+
+TFLITE_RUNTIMES = ("ai-edge-litert", "tflite-runtime")
+
+
+def tflite_interpreter_class():
+    """(Interpreter class, package name): LiteRT first, then the legacy tflite-runtime."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    raise MissingDependencyError(
+        "no TFLite runtime installed: pip install ai-edge-litert (64-bit Linux/macOS, Python 3.10+), "
+        "or tflite-runtime with 'numpy<2' on 32-bit Raspberry Pi OS"
+    )
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+class TFLiteBackend:
+    format = "tflite"
+
+    def __init__(self, path: str | Path, threads: int | None = None, trust: bool = False,
+                 metadata: ModelMetadata | None = None):
+        self.path = Path(path)
+        self.metadata = metadata or read_metadata(self.path, verify_sha256=not trust)
+        interpreter_class, self.runtime = tflite_interpreter_class()
+        try:
+            self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise EdgecxrError(f"{self.path.name}: {self.runtime} cannot load it: {exc}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_dtype(self) -> str:
+        return np.dtype(self.input["dtype"]).name
+
+    def _ensure_batch(self, batch: int) -> None:
+        if int(self.input["shape"][0]) != batch:
+            shape = [batch, *[int(d) for d in self.input["shape"][1:]]]
+            self.interpreter.resize_tensor_input(self.input["index"], shape)
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 (N, H, W, C) preprocessed inputs -> (N,) probability of the positive class."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        self._ensure_batch(len(inputs))
+        dtype = np.dtype(self.input["dtype"])
+        if dtype in (np.int8, np.uint8):
+            scale, zero_point = self.input["quantization"]
+            inputs = quantize(inputs, scale, zero_point, dtype)
+        self.interpreter.set_tensor(self.input["index"], inputs)
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output["index"])
+        if np.dtype(self.output["dtype"]) in (np.int8, np.uint8):
+            scale, zero_point = self.output["quantization"]
+            raw = dequantize(raw, scale, zero_point)
+        return raw.astype(np.float64).reshape(len(inputs), -1)[:, 0]
+
+
+class OnnxBackend:
+    format = "onnx"
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, trust: bool = False,
+                 metadata: ModelMetadata | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError("onnxruntime is not installed: pip install onnxruntime") from None
+        self.path = Path(path)
+        self.metadata = metadata or read_metadata(self.path, verify_sha256=not trust)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise EdgecxrError(f"{self.path.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def input_dtype(self) -> str:
+        return self.session.get_inputs()[0].type.replace("tensor(", "").rstrip(")")
+
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        inputs = np.asarray(inputs, dtype=np.float32)
+        (raw,) = self.session.run([self.output_name], {self.input_name: inputs})
+        return np.asarray(raw, dtype=np.float64).reshape(len(inputs), -1)[:, 0]
+
+
+BACKENDS = {".tflite": TFLiteBackend, ".onnx": OnnxBackend}
+
+
+def open_backend(path: str | Path, threads: int | None = None, trust: bool = False):
+    """The backend for a .tflite or .onnx file, with its metadata checked against the file."""
+    path = Path(path)
+    backend = BACKENDS.get(path.suffix.lower())
+    if backend is None:
+        raise EdgecxrError(
+            f"{path.name}: the edge runtime runs .tflite and .onnx models "
+            f"(a .keras model needs the [train] extra: edgecxr evaluate)"
+        )
+    return backend(path, threads=threads, trust=trust)

@@ -1,0 +1,54 @@
+"""Find images on disk: plain folders, and labelled folders with one subfolder per class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EdgecxrError
+
+LABELS = ("NORMAL", "PNEUMONIA")
+POSITIVE_LABEL = "PNEUMONIA"
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: Path
+    label: int  # index into LABELS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image-like files under `folder` (recursive), sorted so every run sees the same order.
+
+    Files are chosen by suffix only: whether they really decode is decided later, per file,
+    so one bad file is reported and skipped instead of stopping the listing.
+    """
+    return sorted(
+        p for p in Path(folder).rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def has_class_folders(folder: Path, labels: tuple[str, ...] = LABELS) -> bool:
+    return all((Path(folder) / label).is_dir() for label in labels)
+
+
+def labelled_images(folder: Path, labels: tuple[str, ...] = LABELS) -> list[LabelledImage]:
+    """Images of a folder with one subfolder per label; a missing or empty class is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgecxrError(f"folder not found: {folder}")
+    missing = [label for label in labels if not (folder / label).is_dir()]
+    if missing:
+        raise EdgecxrError(
+            f"{folder} has no {'/'.join(missing)} subfolder: expected one subfolder per class "
+            f"({', '.join(labels)})"
+        )
+    samples = []
+    for index, label in enumerate(labels):
+        paths = list_images(folder / label)
+        if not paths:
+            raise EdgecxrError(f"class folder {folder / label} contains no images")
+        samples.extend(LabelledImage(path, index) for path in paths)
+    return samples

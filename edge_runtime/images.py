@@ -1,0 +1,117 @@
+"""Decode any image a clinic might hand us into one 8-bit grayscale picture, or say why not.
+
+X-rays arrive as 8-bit JPEGs, 16-bit PNGs exported from DICOM viewers, RGB(A) screenshots,
+CMYK scans or phone photos with an EXIF rotation. Everything downstream sees plain 'L' images.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+# The largest digital radiography detectors are about 4300 x 4300 pixels (18.5 MP); anything
+# far larger is not an X-ray and may be a decompression bomb, so it is refused before decoding.
+MAX_PIXELS = 20_000_000
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Return the fully decoded, upright image from a path, bytes, PIL image or numpy array."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _image_from_array(source)
+    elif isinstance(source, (bytes, bytearray)):
+        image = _decode(io.BytesIO(source), "<bytes>", max_pixels)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        image = _decode(io.BytesIO(data), str(path), max_pixels)
+    else:
+        raise ImageError(f"unsupported image source of type {type(source).__name__}")
+    _check_size(image, max_pixels)
+    return image
+
+
+def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
+    if stream.getbuffer().nbytes == 0:
+        raise ImageError("empty file")
+    try:
+        image = Image.open(stream)
+        _check_size(image, max_pixels)  # header only: refuse bombs before the pixels are decoded
+        image.load()
+        # EXIF orientation is applied here so a phone photo of a film is upright before resizing.
+        return ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError("image too large (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"corrupt or truncated image: {message}") from None
+
+
+def _check_size(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError("image has no pixels")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image too large: {width}x{height} = {width * height / 1e6:.1f} MP "
+            f"(limit {max_pixels / 1e6:.0f} MP)"
+        )
+
+
+def _image_from_array(array: np.ndarray) -> Image.Image:
+    """Raw pixels: uint8, uint16 (e.g. from DICOM) or floats in [0, 1]; HxW, HxWx1, HxWx3 or HxWx4."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"array of shape {array.shape} is not an image (expected HxW or HxWx1/3/4)")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageError("array contains NaN or infinite values")
+        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif array.dtype == np.uint16 and array.ndim == 2:
+        return Image.fromarray(array.astype(np.int32), mode="I")
+    elif array.dtype != np.uint8:
+        raise ImageError(f"array dtype {array.dtype} is not supported (uint8, uint16 or float)")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit 'L'. High-bit-depth images are stretched to their own min..max range."""
+    mode = image.mode
+    if mode == "L":
+        return image
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 12- and 16-bit X-rays rarely use the full range; dividing by 256 would leave them black.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            scaled = np.zeros(values.shape, dtype=np.uint8)
+        else:
+            scaled = ((values - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        # Transparent areas become black, the colour of empty space on a radiograph.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("L")
+    if mode == "CMYK":
+        return image.convert("RGB").convert("L")
+    return image.convert("L")

@@ -1,0 +1,91 @@
+"""The one preprocessing definition shared by training, conversion, evaluation and the Pi.
+
+Training caches `to_pixels` output and applies `scale_pixels` itself; the edge runtime calls
+`preprocess`, which is exactly those two steps. The spec travels in every model's metadata, so a
+model is always fed what it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import MetadataError
+from .images import ImageSource, open_image, to_grayscale
+
+EQUALIZE_MODES = ("none", "histogram")
+RESAMPLE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a decoded image becomes the model's float input tensor (NHWC, one image)."""
+
+    height: int = 64
+    width: int = 64
+    channels: int = 1  # 3 for ImageNet backbones: the grayscale X-ray is repeated in each channel
+    color_mode: str = "grayscale"  # X-rays are decoded to gray even when stored as RGB
+    equalize: str = "histogram"  # global histogram equalisation evens out exposure and contrast
+    resample: str = "bilinear"
+    scale: float = 1.0 / 255.0  # input = pixel * scale + offset, pixel in 0..255
+    offset: float = 0.0
+
+    def __post_init__(self):
+        if self.height < 8 or self.width < 8:
+            raise MetadataError(f"input size {self.height}x{self.width} is too small")
+        if self.channels not in (1, 3):
+            raise MetadataError(f"channels must be 1 or 3, not {self.channels}")
+        if self.color_mode != "grayscale":
+            raise MetadataError(f"color_mode must be 'grayscale', not {self.color_mode!r}")
+        if self.equalize not in EQUALIZE_MODES:
+            raise MetadataError(f"equalize must be one of {EQUALIZE_MODES}, not {self.equalize!r}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise MetadataError(f"resample must be one of {tuple(RESAMPLE_FILTERS)}, not {self.resample!r}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of model inputs, e.g. (0, 1) or (-1, 1)."""
+        return (self.offset, 255.0 * self.scale + self.offset)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessSpec":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise MetadataError(f"unknown preprocessing fields {sorted(unknown)}: made by a newer edgecxr?")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise MetadataError(f"invalid preprocessing spec: {exc}") from None
+
+
+def to_pixels(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Decoded image -> uint8 array (height, width, channels): grayscale, resized, equalised."""
+    gray = to_grayscale(image)
+    resized = gray.resize((spec.width, spec.height), RESAMPLE_FILTERS[spec.resample])
+    if spec.equalize == "histogram":
+        resized = ImageOps.equalize(resized)
+    pixels = np.asarray(resized, dtype=np.uint8)[:, :, None]
+    if spec.channels == 3:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return pixels
+
+
+def scale_pixels(pixels, spec: PreprocessSpec):
+    """float32 pixels (0..255) -> model input. Works on numpy arrays and on TensorFlow tensors."""
+    return pixels * np.float32(spec.scale) + np.float32(spec.offset)
+
+
+def preprocess(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
+    """Path, bytes, PIL image or array -> float32 (height, width, channels) model input."""
+    pixels = to_pixels(open_image(source), spec)
+    return scale_pixels(pixels.astype(np.float32), spec)

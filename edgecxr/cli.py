@@ -1,0 +1,44 @@
+"""The `edgecxr` command line. Each command lives with its package; heavy imports wait until it runs."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgecxr.benchmarks import command as bench_command
+from edgecxr.convert import command as convert_command
+from edgecxr.edge_runtime import command as runtime_command
+from edgecxr.edge_runtime.console import console
+from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.train import command as train_command
+
+app = typer.Typer(
+    name="edgecxr",
+    help="Pediatric chest X-ray (NORMAL vs PNEUMONIA): train, convert, verify, predict and benchmark edge models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.command()(train_command.train)
+app.command()(train_command.evaluate)
+app.command()(convert_command.convert)
+app.command()(runtime_command.predict)
+app.command()(runtime_command.doctor)
+app.command()(bench_command.bench)
+
+
+def main() -> None:
+    """Entry point: a user error is one red line and exit code 2, never a traceback."""
+    try:
+        app()
+    except EdgecxrError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

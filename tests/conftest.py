@@ -1,0 +1,55 @@
+"""Shared fixtures: the real data folder, a tiny Kaggle-layout copy of it, and a tiny trained run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGECXR_DATA", REPO.parent / "shared" / "data" / "chest_xray"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real Kaggle chest X-ray folder; the suite is meant to run against real images."""
+    assert (DATA / "train" / "NORMAL").is_dir(), f"real data not found at {DATA} (set EDGECXR_DATA)"
+    return DATA
+
+
+def copy_images(source: Path, target: Path, count: int) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir())[:count]:
+        shutil.copy(path, target / path.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_kaggle(data_root, tmp_path_factory) -> Path:
+    """A Kaggle-layout folder with a few dozen real images per class and split."""
+    root = tmp_path_factory.mktemp("tiny_kaggle")
+    for split, count in (("train", 40), ("test", 12)):
+        for label in ("NORMAL", "PNEUMONIA"):
+            # Different patients per class in train: the patient split needs several of each.
+            copy_images(data_root / split / label, root / split / label, count)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_kaggle, tmp_path_factory) -> Path:
+    """A compact model trained for one epoch on the tiny folder: a real run folder, fast."""
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.trainer import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    config = TrainConfig(data=tiny_kaggle, out=out, epochs=1, batch_size=16, val_fraction=0.25, seed=1)
+    return train(config)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Pixel caches go to a per-session temp folder, never the user's ~/.cache."""
+    monkeypatch.setenv("EDGECXR_CACHE", str(tmp_path_factory.getbasetemp() / "pixel-cache"))

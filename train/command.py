@@ -1,0 +1,77 @@
+"""`edgecxr train` and `edgecxr evaluate` (import-light: TensorFlow loads only when they run)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgecxr.data_location import resolve_data_dir
+from edgecxr.edge_runtime.console import console
+from edgecxr.extras import require_extra
+
+
+def train(
+    data: Optional[Path] = typer.Option(None, help="Kaggle-layout folder (train/, optional val/ and test/). "
+                                        "Default: $EDGECXR_DATA, ../shared/data/chest_xray, data/chest_xray."),
+    arch: str = typer.Option("compact", help="Model architecture."),
+    epochs: int = typer.Option(8, min=1, help="Maximum epochs (early stopping on validation loss)."),
+    batch_size: int = typer.Option(32, min=1),
+    image_size: Optional[int] = typer.Option(None, min=16, help="Square input size; default depends on --arch."),
+    seed: int = typer.Option(42),
+    learning_rate: float = typer.Option(1e-3, min=1e-7),
+    val_fraction: float = typer.Option(0.15, min=0.01, max=0.9, help="Share of train/ patients for validation."),
+    target_sensitivity: float = typer.Option(0.95, min=0.5, max=1.0,
+                                             help="Threshold = highest one with this validation sensitivity."),
+    patience: int = typer.Option(3, min=1, help="Early-stopping patience in epochs."),
+    class_weights: bool = typer.Option(True, help="Weight classes by inverse frequency."),
+    equalize: str = typer.Option("histogram", help="Exposure normalisation: histogram or none."),
+    augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
+    horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder. Default: runs/ARCH-TIMESTAMP."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
+):
+    """Train a model and write a run folder (model, metadata, history, metrics, plots)."""
+    require_extra("train")
+    from .augment import NO_AUGMENTATION, AugmentConfig
+    from .hparams import TrainConfig
+    from .trainer import train as run_training
+
+    augmentation = AugmentConfig(horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
+    config = TrainConfig(
+        data=resolve_data_dir(data), out=out or Path("runs") / f"{arch}-{datetime.now():%Y%m%d-%H%M%S}",
+        arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
+        learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
+        patience=patience, class_weights=class_weights, equalize=equalize, augment=augmentation,
+        overwrite=overwrite,
+    )
+    run_training(config)
+
+
+def evaluate(
+    run_or_model: Path = typer.Argument(..., help="A run folder (uses its model.keras) or a .keras/.tflite/.onnx file."),
+    data: Optional[Path] = typer.Option(None, help="A Kaggle root (its test/ is used) or a folder with "
+                                        "NORMAL/ and PNEUMONIA/ subfolders. Default: the default data folder."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON here."),
+    plots: Optional[Path] = typer.Option(None, help="Folder for confusion-matrix and ROC PNGs "
+                                         "(default: the run folder, or the model's folder)."),
+    trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata."),
+):
+    """Accuracy, sensitivity, specificity, F1, ROC AUC and confusion matrix at the stored threshold."""
+    from edgecxr.edge_runtime.atomic import write_json_atomic
+
+    if Path(run_or_model).suffix in ("", ".keras") or Path(run_or_model).is_dir():
+        require_extra("evaluate")
+    from .evaluate import evaluate as run_evaluation
+    from .report import metrics_table
+
+    model_dir = Path(run_or_model) if Path(run_or_model).is_dir() else Path(run_or_model).parent
+    result = run_evaluation(Path(run_or_model), resolve_data_dir(data), plots or model_dir, trust=trust)
+    console.print(metrics_table(result, title=f"{result['model']} on {result['data']}"))
+    if result["skipped"]:
+        console.print(f"{len(result['skipped'])} file(s) skipped", highlight=False)
+    if json_path is not None:
+        write_json_atomic(json_path, result)
+        console.print(f"metrics written to {json_path}", highlight=False)
