@@ -13,5 +13,5 @@ def metrics_table(metrics: dict, title: str) -> Table:
         value = metrics[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-    table.add_row("confusion [[tn, fp], [fn, tp]]", f"[[{tn}, {fp}], [{fn}, {tp}]]")
+    table.add_row("confusion \\[\\[tn, fp], \\[fn, tp]]", f"\\[\\[{tn}, {fp}], \\[{fn}, {tp}]]")
     return table

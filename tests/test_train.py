@@ -1,0 +1,95 @@
+"""A tiny real training run, evaluation, and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecxr.edge_runtime.metadata import read_metadata
+from edgecxr.edge_runtime.metrics import binary_metrics
+from edgecxr.train.dataset import patient_id
+
+RUN_FILES = {"model.keras", "model.keras.json", "history.json", "metrics.json", "split.json",
+             "training_curves.png", "confusion_matrix_val.png", "roc_val.png"}
+
+
+def run_cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgecxr.cli", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+
+
+def test_tiny_run_writes_every_file(tiny_run):
+    assert RUN_FILES <= {p.name for p in tiny_run.iterdir()}
+    assert not list(tiny_run.parent.glob(".*partial*"))
+    metadata = read_metadata(tiny_run / "model.keras")  # sha256 checked
+    assert metadata.labels == ["NORMAL", "PNEUMONIA"] and metadata.positive_label == "PNEUMONIA"
+    assert metadata.preprocessing.height == 64 and metadata.preprocessing.channels == 1
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["validation"]["threshold"] == pytest.approx(metadata.threshold)
+    assert metrics["validation"]["sensitivity"] >= 0.95  # the threshold rule on validation
+    split = json.loads((tiny_run / "split.json").read_text())
+    train_patients = {patient_id(Path(p)) for p in split["train"]}
+    assert not train_patients & {patient_id(Path(p)) for p in split["validation"]}
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert {"loss", "val_loss", "accuracy", "val_auc"} <= set(history)
+
+
+def test_evaluate_matches_metrics_recomputed_from_the_model(tiny_run, tiny_kaggle, tmp_path):
+    out = tmp_path / "eval.json"
+    result = run_cli("evaluate", tiny_run, "--data", tiny_kaggle, "--json", out, "--plots", tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    for key in ("accuracy", "precision", "sensitivity", "specificity", "f1", "roc_auc", "threshold",
+                "n_images", "confusion_matrix"):
+        assert key in report
+    assert report["n_images"] == 24 and report["data"].endswith("test")
+    assert (tmp_path / "confusion_matrix_test.png").stat().st_size > 1000
+    # Independently: the Keras model on the same images at the stored threshold.
+    from edgecxr.edge_runtime.folders import labelled_images
+    from edgecxr.edge_runtime.preprocessing import preprocess
+    from edgecxr.train.keras_backend import KerasBackend
+
+    backend = KerasBackend(tiny_run / "model.keras")
+    samples = labelled_images(tiny_kaggle / "test")
+    inputs = np.stack([preprocess(s.path, backend.metadata.preprocessing) for s in samples])
+    expected = binary_metrics([s.label for s in samples], backend.predict_proba(inputs), backend.metadata.threshold)
+    assert report["confusion_matrix"] == expected["confusion_matrix"]
+    assert report["roc_auc"] == pytest.approx(expected["roc_auc"])
+
+
+def test_same_seed_reproduces_the_split_and_metrics(tiny_kaggle, tiny_run, tmp_path):
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.trainer import train
+
+    again = train(TrainConfig(data=tiny_kaggle, out=tmp_path / "again", epochs=1, batch_size=16,
+                              val_fraction=0.25, seed=1))
+    first = json.loads((tiny_run / "split.json").read_text())
+    second = json.loads((again / "split.json").read_text())
+    assert first["validation"] == second["validation"]
+    m1 = json.loads((tiny_run / "metrics.json").read_text())["validation"]
+    m2 = json.loads((again / "metrics.json").read_text())["validation"]
+    assert abs(m1["accuracy"] - m2["accuracy"]) <= 0.005
+    assert abs(m1["roc_auc"] - m2["roc_auc"]) <= 0.005
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    env = {"EDGECXR_DATA": str(tmp_path / "nowhere")}
+    # From an empty folder so ../shared/data and data/ defaults do not exist either.
+    result = run_cli("train", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "no data folder found" in result.stderr and "train/{NORMAL,PNEUMONIA}" in result.stderr
+    assert "kaggle.com" in result.stderr
+
+
+def test_existing_run_folder_is_not_overwritten_by_accident(tiny_run, tiny_kaggle):
+    before = (tiny_run / "model.keras").read_bytes()
+    result = run_cli("train", "--data", tiny_kaggle, "--out", tiny_run, "--epochs", "1")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert (tiny_run / "model.keras").read_bytes() == before
