@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test clean
+.PHONY: install demo test edge-check clean
 
 # Re-installs when pyproject.toml changes. torch is pinned to the CPU build this project tests
 # with; an unpinned torch would pull a multi-GB CUDA build.
@@ -25,6 +25,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The edge runtime in clean virtualenvs from PyPI (no TensorFlow): the base install, and
+# tflite-runtime with numpy<2. EDGE_EXPORT=runs/demo/export also checks those artifacts on test/.
+edge-check: install
+	EDGECXR_EDGE_ENV=1 EDGECXR_EDGE_EXPORT=$(EDGE_EXPORT) $(BIN)/python -m pytest tests/test_runtime_edge_env.py -v
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

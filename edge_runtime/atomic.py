@@ -25,6 +25,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; models and reports are meant to be copied and shared.
+        if tmp.exists():
+            os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

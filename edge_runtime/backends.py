@@ -37,6 +37,13 @@ def tflite_interpreter_class():
     )
 
 
+def numpy_hint(runtime: str) -> str:
+    """tflite-runtime 2.14 (the last 32-bit Pi wheel) was built against NumPy 1 and fails under NumPy 2."""
+    if runtime != "tflite-runtime" or int(np.__version__.split(".")[0]) < 2:
+        return ""
+    return f" (tflite-runtime needs NumPy 1, found {np.__version__}: pip install 'numpy<2')"
+
+
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
@@ -57,8 +64,8 @@ class TFLiteBackend:
         try:
             self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
             self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise EdgecxrError(f"{self.path.name}: {self.runtime} cannot load it: {exc}") from None
+        except (ValueError, RuntimeError, SystemError, ImportError) as exc:
+            raise EdgecxrError(f"{self.path.name}: {self.runtime} cannot load it: {exc}{numpy_hint(self.runtime)}") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

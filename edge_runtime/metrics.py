@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# NumPy 1 (what tflite-runtime on a Pi needs) has only np.trapz; NumPy 2 has only np.trapezoid.
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 
 def confusion_matrix(y_true, y_pred) -> list[list[int]]:
     """[[tn, fp], [fn, tp]]."""
@@ -38,7 +41,7 @@ def roc_auc(y_true, scores) -> float:
     if y_true.all() or not y_true.any():
         return float("nan")
     fpr, tpr, _ = roc_curve(y_true, scores)
-    return float(np.trapezoid(tpr, fpr))
+    return float(_trapezoid(tpr, fpr))
 
 
 def binary_metrics(y_true, probabilities, threshold: float) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from edgecxr.benchmarks import command as bench_command
 from edgecxr.convert import command as convert_command
@@ -33,7 +34,7 @@ def main() -> None:
     try:
         app()
     except EdgecxrError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")

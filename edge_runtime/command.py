@@ -1,0 +1,94 @@
+"""`edgecxr predict` and `edgecxr doctor`.
+
+The CLI imports this module at start-up for every command, so it imports only typer (already
+loaded by the CLI) at module level; numpy, Pillow and the inference runtime load when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def predict(
+    model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
+    images: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively). A folder "
+                                        "with NORMAL/ and PNEUMONIA/ subfolders is scored against them."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines) on stdout."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per image to this file."),
+    summary_path: Optional[Path] = typer.Option(None, "--summary", help="Also write the run summary as JSON here."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                              help="P(pneumonia) at or above this is PNEUMONIA. Default: the "
+                                                   "threshold stored in the model's metadata."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's choice)."),
+    batch_size: int = typer.Option(1, min=1, help="Images per inference call."),
+    trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata."),
+):
+    """Predict NORMAL or PNEUMONIA for images. Exit code 0: all predicted, 1: some skipped, 2: error."""
+    if json_lines and csv_path is not None:
+        raise typer.BadParameter("choose one of --json and --csv", param_hint="--json/--csv")
+    from .console import console
+    from .errors import EdgecxrError
+    from .outputs import CsvWriter, JsonLinesWriter, Summary, TableWriter
+    from .predictor import Predictor
+    from .sources import collect_images
+
+    predictor = Predictor.open(model, threads=threads, trust=trust, threshold=threshold)
+    metadata = predictor.metadata
+    items = collect_images(images, tuple(metadata.labels))
+    summary = Summary(model=str(model), runtime=predictor.runtime, threshold=predictor.threshold,
+                      positive_label=metadata.positive_label, labels=tuple(metadata.labels))
+    if json_lines:
+        writer = JsonLinesWriter()
+    elif csv_path is not None:
+        try:
+            writer = CsvWriter(csv_path)
+        except OSError as exc:
+            raise EdgecxrError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
+    else:
+        writer = TableWriter(f"{Path(model).name} ({predictor.runtime})")
+
+    success = False
+    try:
+        results = predictor.predict_many((item.path for item in items), batch_size=batch_size)
+        show_progress = len(items) > 1 and console.is_terminal
+        if show_progress:
+            from .console import progress_bar
+
+            with progress_bar() as progress:
+                task = progress.add_task("predicting", total=len(items))
+                for item, prediction in zip(items, results):
+                    writer.write(prediction, item.truth)
+                    summary.add(prediction, item.truth)
+                    progress.advance(task)
+        else:
+            for item, prediction in zip(items, results):
+                writer.write(prediction, item.truth)
+                summary.add(prediction, item.truth)
+        success = True
+    finally:
+        writer.close(success)
+    summary.print(console)
+    if csv_path is not None:
+        console.print(f"predictions written to {csv_path}", highlight=False)
+    if summary_path is not None:
+        from .atomic import write_json_atomic
+
+        write_json_atomic(summary_path, summary.to_dict())
+    raise typer.Exit(1 if summary.skipped else 0)
+
+
+def doctor(
+    model: Optional[Path] = typer.Argument(None, help="Also check that this .tflite/.onnx model loads and runs."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads for the model check."),
+):
+    """Say which inference runtimes are installed and whether a model loads and runs (exit 0 if all is well)."""
+    from .console import console
+    from .doctor import check_model, check_runtimes, print_report
+
+    runtimes = check_runtimes()
+    model_check = check_model(model, threads=threads) if model is not None else None
+    ok = print_report(console, runtimes, model_check)
+    raise typer.Exit(0 if ok else 2)

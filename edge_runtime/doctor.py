@@ -1,0 +1,144 @@
+"""`edgecxr doctor`: what a clinic's IT person needs to know before the first X-ray is run.
+
+Which inference runtimes import on this machine (and which one a .tflite model will use), and
+whether a given model's metadata, checksum, loading and one test prediction all work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+from .errors import EdgecxrError
+
+# (package name on PyPI, module that must import for it to be usable, what it runs)
+RUNTIMES = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter", ".tflite"),
+    ("tflite-runtime", "tflite_runtime.interpreter", ".tflite"),
+    ("onnxruntime", "onnxruntime", ".onnx"),
+)
+
+
+@dataclass
+class RuntimeCheck:
+    package: str
+    runs: str
+    version: str | None
+    importable: bool
+    problem: str = ""
+
+
+@dataclass
+class ModelCheck:
+    path: str
+    ok: bool
+    problem: str = ""
+    facts: dict = field(default_factory=dict)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return package_metadata.version(package)
+    except package_metadata.PackageNotFoundError:
+        return None
+
+
+def check_runtimes() -> list[RuntimeCheck]:
+    checks = []
+    for package, module, runs in RUNTIMES:
+        version = _version(package)
+        try:
+            importlib.import_module(module)
+            checks.append(RuntimeCheck(package, runs, version, True))
+        except Exception as exc:  # noqa: BLE001 - a broken install raises more than ImportError
+            problem = "not installed" if version is None else f"installed but does not import: {exc}"
+            checks.append(RuntimeCheck(package, runs, version, False, problem))
+    numpy_version = _version("numpy") or ""
+    for check in checks:
+        if check.package == "tflite-runtime" and check.importable and _major(numpy_version) >= 2:
+            check.problem = f"needs numpy<2 (numpy {numpy_version} installed): pip install 'numpy<2'"
+    return checks
+
+
+def check_model(path: Path, threads: int | None = None) -> ModelCheck:
+    """Load the model exactly as `predict` does and run one synthetic image through it."""
+    import numpy as np
+
+    from .predictor import Predictor
+
+    started = time.perf_counter()
+    try:
+        predictor = Predictor.open(path, threads=threads)
+    except EdgecxrError as exc:
+        return ModelCheck(str(path), False, str(exc))
+    load_ms = (time.perf_counter() - started) * 1000.0
+    md = predictor.metadata
+    facts = {
+        "format": f"{md.format} ({md.quantization})",
+        "architecture": md.arch,
+        "runtime": predictor.runtime,
+        "input": f"{md.preprocessing.height}x{md.preprocessing.width}x{md.preprocessing.channels} "
+                 f"{predictor.backend.input_dtype}",
+        "threshold": f"{md.threshold:.4f}",
+        "sha256": "matches metadata",
+        "load": f"{load_ms:.0f} ms",
+    }
+    # A smooth gradient, not noise: any real model must give a finite probability for it.
+    gradient = np.tile(np.linspace(0, 255, 256, dtype=np.float32), (256, 1)).astype(np.uint8)
+    try:
+        prediction = predictor.predict(gradient)
+    except Exception as exc:  # noqa: BLE001 - report, do not crash, whatever the runtime raises
+        return ModelCheck(str(path), False, f"loads, but a test prediction fails: {exc}", facts)
+    if not np.isfinite(prediction.probability) or not 0.0 <= prediction.probability <= 1.0:
+        return ModelCheck(str(path), False, f"test prediction is not a probability: {prediction.probability}", facts)
+    facts["test prediction"] = f"{prediction.latency_ms:.1f} ms"
+    return ModelCheck(str(path), True, "", facts)
+
+
+def print_report(console, runtimes: list[RuntimeCheck], model: ModelCheck | None) -> bool:
+    """Print the findings; True when a runtime is usable and the model (if any) runs."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="edgecxr doctor", title_justify="left", show_header=True)
+    table.add_column("package")
+    table.add_column("version")
+    table.add_column("runs")
+    table.add_column("status", overflow="fold")
+    table.add_row("python", platform.python_version(), "", f"{platform.system()} {platform.machine()}")
+    for package in ("numpy", "pillow"):
+        table.add_row(package, _version(package) or "-", "", "")
+    for check in runtimes:
+        if check.importable and not check.problem:
+            status = "[green]ok[/green]"
+        elif check.importable:
+            status = f"[yellow]{escape(check.problem)}[/yellow]"
+        else:
+            status = f"[dim]{escape(check.problem)}[/dim]" if check.version is None else f"[red]{escape(check.problem)}[/red]"
+        table.add_row(check.package, check.version or "-", check.runs, status)
+    console.print(table)
+
+    tflite = next((c for c in runtimes if c.runs == ".tflite" and c.importable), None)
+    onnx = next((c for c in runtimes if c.runs == ".onnx" and c.importable), None)
+    console.print(f".tflite models run on: {tflite.package if tflite else '[red]nothing[/red] (pip install ai-edge-litert)'}",
+                  highlight=False)
+    console.print(f".onnx models run on: {onnx.package if onnx else 'nothing (pip install onnxruntime)'}", highlight=False)
+    ok = tflite is not None or onnx is not None
+    if model is not None:
+        if model.ok:
+            console.print(f"[green]model OK[/green] {escape(model.path)}", highlight=False)
+        else:
+            console.print(f"[red]model NOT OK[/red] {escape(model.path)}: {escape(model.problem)}", highlight=False)
+        for key, value in model.facts.items():
+            console.print(f"  {key}: {escape(str(value))}", highlight=False)
+        ok = ok and model.ok
+    return ok
+
+
+def _major(version: str) -> int:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 0

@@ -1,0 +1,181 @@
+"""Where predictions go: a table for people, JSON lines or CSV for machines, and a run summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .atomic import atomic_path
+from .metrics import binary_metrics
+from .predictor import Prediction
+
+CSV_FIELDS = ("path", "label", "probability", "threshold", "latency_ms", "error", "truth")
+
+
+def record(prediction: Prediction, truth: str | None) -> dict:
+    """The machine-readable form of one result (JSON line or CSV row)."""
+    row = prediction.to_dict()
+    if truth is not None:
+        row["truth"] = truth
+    return row
+
+
+class JsonLinesWriter:
+    """One JSON object per line, flushed as soon as it is known, so a pipe sees results live."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def write(self, prediction: Prediction, truth: str | None) -> None:
+        self.stream.write(json.dumps(record(prediction, truth)) + "\n")
+        self.stream.flush()
+
+    def close(self, success: bool = True) -> None:
+        pass
+
+
+class CsvWriter:
+    """Rows stream into a temporary file that replaces `path` only when the run completes."""
+
+    def __init__(self, path: Path):
+        self._context = atomic_path(path)
+        self._tmp = self._context.__enter__()
+        self._handle = self._tmp.open("w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        self._writer.writeheader()
+
+    def write(self, prediction: Prediction, truth: str | None) -> None:
+        row = record(prediction, truth)
+        self._writer.writerow({key: "" if row.get(key) is None else row[key] for key in CSV_FIELDS})
+
+    def close(self, success: bool = True) -> None:
+        self._handle.close()
+        if success:
+            self._context.__exit__(None, None, None)
+        else:
+            # Leaves an earlier good CSV in place and removes the partial one.
+            self._context.__exit__(RuntimeError, RuntimeError("interrupted"), None)
+
+
+class TableWriter:
+    """Collects rows and prints one rich table (on stdout) at the end."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.rows: list[tuple[Prediction, str | None]] = []
+
+    def write(self, prediction: Prediction, truth: str | None) -> None:
+        self.rows.append((prediction, truth))
+
+    def close(self, success: bool = True) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        with_truth = any(truth is not None for _, truth in self.rows)
+        table = Table(title=self.title, title_justify="left")
+        table.add_column("image", overflow="fold")
+        table.add_column("label")
+        table.add_column("P(pneumonia)", justify="right")
+        table.add_column("ms", justify="right")
+        if with_truth:
+            table.add_column("truth")
+        for prediction, truth in self.rows:
+            if prediction.ok:
+                cells = [escape(prediction.path), prediction.label, f"{prediction.probability:.4f}",
+                         f"{prediction.latency_ms:.1f}"]
+            else:
+                cells = [escape(prediction.path), f"[yellow]skipped: {escape(prediction.error)}[/yellow]", "", ""]
+            if with_truth:
+                cells.append(truth or "")
+            table.add_row(*cells)
+        Console(highlight=False).print(table)
+
+
+@dataclass
+class Summary:
+    """Counts per label, what was skipped and why, latency, and metrics against known labels."""
+
+    model: str
+    runtime: str
+    threshold: float
+    positive_label: str
+    labels: tuple[str, ...]
+    counts: Counter = field(default_factory=Counter)
+    skipped: list[dict] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    truths: list[bool] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+
+    def add(self, prediction: Prediction, truth: str | None) -> None:
+        if not prediction.ok:
+            self.skipped.append({"path": prediction.path, "reason": prediction.error})
+            return
+        self.counts[prediction.label] += 1
+        self.latencies_ms.append(prediction.latency_ms)
+        if truth is not None:
+            self.truths.append(truth == self.positive_label)
+            self.probabilities.append(prediction.probability)
+
+    @property
+    def n_predicted(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict:
+        result = {
+            "model": self.model,
+            "runtime": self.runtime,
+            "threshold": self.threshold,
+            "n_images": self.n_predicted + len(self.skipped),
+            "n_predicted": self.n_predicted,
+            "n_skipped": len(self.skipped),
+            "counts": {label: self.counts.get(label, 0) for label in self.labels},
+            "latency_ms": None,
+            "skipped": self.skipped,
+        }
+        if self.latencies_ms:
+            result["latency_ms"] = {
+                "median": round(statistics.median(self.latencies_ms), 3),
+                "mean": round(statistics.fmean(self.latencies_ms), 3),
+                "max": round(max(self.latencies_ms), 3),
+            }
+        if self.truths:
+            metrics = binary_metrics(self.truths, self.probabilities, self.threshold)
+            result["metrics"] = {key: _finite(value) for key, value in metrics.items()}
+        return result
+
+    def print(self, console) -> None:
+        from rich.markup import escape
+
+        data = self.to_dict()
+        counts = ", ".join(f"{label} {count}" for label, count in data["counts"].items())
+        line = f"{data['n_predicted']} predicted ({counts}), {data['n_skipped']} skipped"
+        if data["latency_ms"]:
+            line += f"; median latency {data['latency_ms']['median']:.1f} ms"
+        console.print(f"[bold]summary[/bold] {line} [dim]({self.runtime}, threshold {self.threshold:.4f})[/dim]",
+                      highlight=False)
+        if "metrics" in data:
+            m = data["metrics"]
+            (tn, fp), (fn, tp) = m["confusion_matrix"]
+            console.print(
+                f"against the folder labels ({m['n_images']} images): accuracy {_fmt(m['accuracy'])}, "
+                f"sensitivity {_fmt(m['sensitivity'])}, specificity {_fmt(m['specificity'])} "
+                f"[dim](tn {tn}, fp {fp}, fn {fn}, tp {tp})[/dim]", highlight=False)
+        for item in data["skipped"]:
+            console.print(f"[yellow]skipped[/yellow] {escape(item['path'])}: {escape(item['reason'])}",
+                          highlight=False, soft_wrap=True)
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
