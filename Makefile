@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test edge-check clean
+.PHONY: install demo test edge-check reproduce clean
 
 # Re-installs when pyproject.toml changes. torch is pinned to the CPU build this project tests
 # with; an unpinned torch would pull a multi-GB CUDA build.
@@ -19,9 +19,16 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# A failed int8 verification must not hide the rest of the story: bench shows it as a row.
 demo: install
 	$(BIN)/edgecxr train --out $(RUN) --overwrite
 	$(BIN)/edgecxr evaluate $(RUN) --json $(RUN)/test_metrics.json
+	-$(BIN)/edgecxr convert $(RUN) --quantize all
+	$(BIN)/edgecxr bench $(RUN) --threads 1,2
+
+# Retrain and re-measure everything behind the README's numbers; results land in benchmarks/results/.
+reproduce: install
+	benchmarks/reproduce.sh
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,0 +1,66 @@
+"""`edgecxr bench` (import-light: the workers load each runtime in their own process)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    from edgecxr.edge_runtime.errors import EdgecxrError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EdgecxrError(f"{option} takes comma-separated whole numbers, e.g. 1,2 (got {text!r})") from None
+    if not values:
+        raise EdgecxrError(f"{option} needs at least one value")
+    return list(dict.fromkeys(values))
+
+
+def bench(
+    run: Path = typer.Argument(..., help="A run folder: its model.keras is the reference, RUN/export/ the artifacts."),
+    data: Optional[Path] = typer.Option(None, help="Evaluation images: a Kaggle root (its test/ is used) or a folder "
+                                        "with NORMAL/ and PNEUMONIA/. Default: the default data folder's test/."),
+    device: str = typer.Option("cpu", help="Where the models run. Supported: cpu."),
+    threads: str = typer.Option("1", help="Thread counts to measure, comma-separated, e.g. 1,2."),
+    formats: Optional[str] = typer.Option(None, help="Only these, comma-separated: tflite, onnx, tflite-int8, "
+                                          "onnx-fp32, or a file name. The Keras reference always runs."),
+    warmup: int = typer.Option(10, min=0, help="Untimed calls before timing each batch size."),
+    repeats: int = typer.Option(50, min=1, help="Timed calls per batch size."),
+    batch_sizes: str = typer.Option("1,8", help="Batch sizes to time, comma-separated."),
+    max_images: Optional[int] = typer.Option(None, min=2, help="Evaluate on this many evenly spaced images only "
+                                             "(quick checks; the figures are then not the full test set's)."),
+    timeout: float = typer.Option(900.0, min=1.0, help="Seconds one model's worker may take before it is stopped."),
+    out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/bench."),
+):
+    """Every format side by side with the full Keras model: accuracy, fidelity, latency, cold start, memory."""
+    from rich.console import Console
+
+    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.console import console
+    from edgecxr.train.dataset import evaluation_folder
+
+    from .bench import BenchConfig, run_bench
+    from .devices import get_device
+    from .report import failure_lines, rich_tables, verdict_lines
+
+    get_device(device)  # an unsupported device fails before any work
+    config = BenchConfig(
+        run=run, data=evaluation_folder(resolve_data_dir(data)), device=device.lower(),
+        threads=parse_int_list(threads, "--threads"), batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+        formats=[f for f in formats.split(",") if f.strip()] if formats else None,
+        warmup=warmup, repeats=repeats, max_images=max_images, timeout_s=timeout, out=out,
+        command=shlex.join(["edgecxr", *sys.argv[1:]]),
+    )
+    result = run_bench(config)
+    # Piped output (make demo | tee, CI logs) would otherwise be cut to 80 columns.
+    table_console = console if console.is_terminal else Console(stderr=True, width=160)
+    for table in rich_tables(result):
+        table_console.print(table)
+    for line in verdict_lines(result) + failure_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
