@@ -1,0 +1,49 @@
+"""`edgecxr convert` (import-light: TensorFlow loads only when it runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def convert(
+    run: Path = typer.Argument(..., help="A run folder from edgecxr train (model.keras, its metadata, split.json)."),
+    quantize: str = typer.Option("int8", help="none | fp16 | dynamic | int8 | all. Each quantized model comes "
+                                 "with its fp32 reference in the same format; all = every combination."),
+    format: str = typer.Option("all", "--format", help="tflite | onnx | all."),
+    calibration_data: Optional[Path] = typer.Option(None, help="int8 calibration images: a folder with NORMAL/ and "
+                                                    "PNEUMONIA/ or a Kaggle root (its train/). Default: the "
+                                                    "run's training split. test/ is refused."),
+    calibration_size: int = typer.Option(300, min=1, help="Calibration images (stratified by class, seeded)."),
+    verify_size: int = typer.Option(500, min=1, help="Validation-split images each artifact is verified on."),
+    opset: int = typer.Option(17, min=13, help="ONNX opset."),
+    seed: int = typer.Option(42, help="Seed for choosing calibration and verification images."),
+    out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each artifact against the Keras model "
+                                "(experts only: --no-verify publishes unchecked files)."),
+):
+    """Export a trained run to TFLite and ONNX (fp32, fp16, dynamic, int8), each verified against Keras."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edgecxr.extras import require_extra
+
+    require_extra("convert")
+    from edgecxr.edge_runtime.console import console, warn
+    from edgecxr.edge_runtime.errors import EdgecxrError
+
+    from .exporter import ConvertOptions, convert_run, failure_message
+    from .verify import verification_table
+
+    options = ConvertOptions(run=run, quantize=quantize, format=format, calibration_data=calibration_data,
+                             calibration_size=calibration_size, verify=verify, verify_size=verify_size,
+                             opset=opset, seed=seed, out=out)
+    results = convert_run(options)
+    console.print(verification_table([r.to_dict() for r in results]))
+    if not verify:
+        warn("--no-verify: the artifacts were not checked against the Keras model")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise EdgecxrError(failure_message(failed))
+    console.print(f"[green]exported[/green] {len(results)} artifact(s) to {options.out_dir}", highlight=False)

@@ -1,0 +1,250 @@
+"""`edgecxr convert` orchestration: one uniform ExportResult per artifact, each verified before it lands.
+
+Every artifact is built in a temporary file next to its final name, verified there in its real
+runtime, and only then renamed into place with its metadata: a failed conversion or a failed
+verification leaves no partial file and keeps the earlier good artifact of that name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
+from edgecxr.edge_runtime.backends import BACKENDS
+from edgecxr.edge_runtime.console import console, progress_bar
+from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
+from edgecxr.edge_runtime.versions import package_versions
+from edgecxr.train.keras_backend import KerasBackend, predict_proba_batched
+
+from . import onnx_export, tflite_export
+from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
+                          calibration_set, verification_set)
+from .fidelity import compare
+from .keras_graph import export_saved_model, serving_function
+from .plan import ArtifactPlan, plan_artifacts
+from .run_folder import RunFolder
+from .tensor_info import onnx_io, tflite_io
+from .verify import TOLERANCES, problems
+
+VERIFY_FILE = "verify.json"
+
+
+@dataclass
+class ConvertOptions:
+    run: Path
+    quantize: str = "int8"
+    format: str = "all"
+    calibration_data: Path | None = None
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    verify: bool = True
+    verify_size: int = DEFAULT_VERIFY_SIZE
+    opset: int = onnx_export.DEFAULT_OPSET
+    seed: int = 42
+    out: Path | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else Path(self.run) / "export"
+
+
+@dataclass
+class ExportResult:
+    name: str
+    format: str
+    quantization: str
+    path: str
+    status: str  # ok | unverified | failed
+    seconds: float
+    error: str | None = None
+    size_bytes: int | None = None
+    runtime: str | None = None
+    verification: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VerificationFailed(Exception):
+    pass
+
+
+@dataclass
+class ExportContext:
+    """What every artifact needs: the run, the traced graph, calibration and verification data."""
+
+    run: RunFolder
+    options: ConvertOptions
+    keras_model: object
+    workdir: Path
+    calibration: ImageSet | None
+    verification: ImageSet | None
+    reference_probs: np.ndarray | None
+    _float_onnx: Path | None = field(default=None)
+
+    @property
+    def saved_model(self) -> Path:
+        return self.workdir / "saved_model"
+
+    def float_onnx(self) -> Path:
+        """The float ONNX model, converted once: the fp32 artifact and the int8 quantizer's input."""
+        if self._float_onnx is None:
+            serve, signature = serving_function(self.keras_model, self.run.metadata.preprocessing)
+            path = self.workdir / "float.onnx"
+            path.write_bytes(onnx_export.convert_onnx_float(serve, signature, self.options.opset))
+            self._float_onnx = path
+        return self._float_onnx
+
+
+def build_file(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
+    """Write the artifact to `target` with the quantizer of its format; returns converter facts."""
+    calibration = ctx.calibration.inputs if plan.quantization == "int8" else None
+    if plan.format == "tflite":
+        target.write_bytes(tflite_export.convert_tflite(ctx.saved_model, plan.quantization, calibration))
+        quantizer = tflite_export.QUANTIZER if plan.quantization != "none" else None
+        return {"converter": "tf.lite.TFLiteConverter.from_saved_model", "quantizer": quantizer}
+    if plan.quantization == "none":
+        shutil.copyfile(ctx.float_onnx(), target)
+        return {"converter": f"tf2onnx.convert.from_function (opset {ctx.options.opset})", "quantizer": None}
+    onnx_export.quantize_onnx_int8(ctx.float_onnx(), calibration, target)
+    return {"converter": f"tf2onnx.convert.from_function (opset {ctx.options.opset})",
+            "quantizer": onnx_export.QUANTIZER}
+
+
+def artifact_metadata(plan: ArtifactPlan, path: Path, ctx: ExportContext, facts: dict) -> ModelMetadata:
+    source = ctx.run.metadata
+    io = tflite_io(path) if plan.format == "tflite" else onnx_io(path)
+    details = {
+        "source_model": str(ctx.run.model_path),
+        "source_sha256": source.sha256,
+        **io,
+        **{k: v for k, v in facts.items() if v is not None},
+        "parameters": source.details.get("parameters"),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+    }
+    if plan.quantization == "int8":
+        details["calibration"] = {**ctx.calibration.describe(), "seed": ctx.options.seed}
+    return ModelMetadata(
+        labels=list(source.labels), positive_label=source.positive_label, threshold=source.threshold,
+        preprocessing=source.preprocessing, format=plan.format, quantization=plan.quantization,
+        arch=source.arch, details=details,
+    )
+
+
+def verify_file(plan: ArtifactPlan, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> tuple[dict, str]:
+    """Run the artifact in its real runtime on the verification images; raise if out of tolerance."""
+    backend = BACKENDS[path.suffix](path, metadata=metadata)
+    probs = predict_proba_batched(backend, ctx.verification.inputs)
+    comparison = compare(ctx.reference_probs, probs, ctx.verification.labels, metadata.threshold)
+    comparison["tolerance"] = TOLERANCES[plan.quantization].describe()
+    found = problems(comparison, plan.quantization)
+    if found:
+        raise VerificationFailed("; ".join(found))
+    return comparison, backend.runtime
+
+
+def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_file) -> ExportResult:
+    """Build (with `build`), verify and publish one artifact; never raises for a bad artifact."""
+    target = ctx.options.out_dir / plan.filename
+    started = time.perf_counter()
+    result = ExportResult(plan.filename, plan.format, plan.quantization, str(target), "failed", 0.0)
+    try:
+        with atomic_path(target) as tmp:
+            facts = build(plan, tmp, ctx)
+            metadata = artifact_metadata(plan, tmp, ctx, facts)
+            if ctx.verification is not None:
+                try:
+                    result.verification, result.runtime = verify_file(plan, tmp, metadata, ctx)
+                except VerificationFailed:
+                    raise
+                except EdgecxrError as exc:  # the runtime cannot even load it
+                    raise VerificationFailed(str(exc)) from None
+                metadata.details["verification"] = result.verification
+            result.size_bytes = tmp.stat().st_size
+        write_metadata(target, metadata)
+        result.status = "ok" if ctx.verification is not None else "unverified"
+    except VerificationFailed as exc:
+        result.error = f"{plan.filename} failed verification: {exc}"
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # converters raise many types; report the first line, keep going
+        message = str(exc).strip().splitlines()
+        result.error = f"{plan.filename}: conversion failed: {type(exc).__name__}: {message[0] if message else ''}"
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
+
+
+def failure_message(failed: list[ExportResult]) -> str:
+    """One line naming every failed artifact and why, for the CLI's error."""
+    kept = "it" if len(failed) == 1 else "them"
+    return (" | ".join(r.error for r in failed)
+            + f" (nothing was written for {kept}; an earlier file of the same name is kept; "
+              f"--no-verify publishes unverified files)")
+
+
+def write_verify_report(ctx: ExportContext, results: list[ExportResult]) -> Path:
+    """verify.json: the latest verification of every artifact in the folder, plus this run's failures."""
+    path = ctx.options.out_dir / VERIFY_FILE
+    artifacts = {}
+    if path.is_file():
+        try:
+            artifacts = json.loads(path.read_text(encoding="utf-8")).get("artifacts", {})
+        except (OSError, ValueError, AttributeError):
+            artifacts = {}
+    for result in results:
+        if result.status != "failed":
+            artifacts[result.name] = result.to_dict()
+    report = {
+        "run": str(ctx.run.path),
+        "source_model": str(ctx.run.model_path),
+        "source_sha256": ctx.run.metadata.sha256,
+        "threshold": ctx.run.metadata.threshold,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tolerances": {q: t.describe() for q, t in TOLERANCES.items()},
+        "verification_images": ctx.verification.describe() if ctx.verification is not None else None,
+        "calibration_images": ctx.calibration.describe() if ctx.calibration is not None else None,
+        "artifacts": {name: artifacts[name] for name in sorted(artifacts)},
+        "failures": [r.to_dict() for r in results if r.status == "failed"],
+    }
+    write_json_atomic(path, report)
+    return path
+
+
+def convert_run(options: ConvertOptions, build=build_file) -> list[ExportResult]:
+    """Build, verify and publish every planned artifact; failures are returned, not raised."""
+    plans = plan_artifacts(options.quantize, options.format)
+    run = RunFolder.open(options.run)
+    if options.calibration_size < 1 or options.verify_size < 1:
+        raise EdgecxrError("--calibration-size and --verify-size must be at least 1")
+    if options.calibration_data is not None:
+        calibration_folder(options.calibration_data)  # refuse test/ before any slow work
+    reference = KerasBackend(run.model_path)
+    verification = verification_set(run, options.verify_size, options.seed) if options.verify else None
+    calibration = None
+    if any(p.quantization == "int8" for p in plans):
+        calibration = calibration_set(run, options.calibration_size, options.seed, options.calibration_data,
+                                      exclude=verification.paths if verification is not None else ())
+    reference_probs = predict_proba_batched(reference, verification.inputs) if verification is not None else None
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgecxr-convert-") as workdir:
+        ctx = ExportContext(run, options, reference.model, Path(workdir), calibration, verification, reference_probs)
+        with console.status("tracing the inference graph"):
+            export_saved_model(reference.model, run.metadata.preprocessing, ctx.saved_model)
+        results = []
+        with progress_bar(transient=True) as progress:
+            task = progress.add_task("converting", total=len(plans))
+            for plan in plans:
+                progress.update(task, description=f"converting {plan.filename}")
+                results.append(export_one(plan, ctx, build))
+                progress.advance(task)
+    write_verify_report(ctx, results)
+    return results

@@ -1,0 +1,73 @@
+"""How closely an exported artifact reproduces the Keras model on one labelled image set.
+
+Shared by `edgecxr convert` (verification) and `edgecxr bench` (fidelity on test/).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def compare(reference_probs, artifact_probs, labels, threshold: float) -> dict:
+    """Label agreement at `threshold`, probability differences, and the accuracy of each model.
+
+    `labels` may be None when the images are unlabelled; accuracies are then omitted.
+    """
+    reference = np.asarray(reference_probs, dtype=np.float64).reshape(-1)
+    artifact = np.asarray(artifact_probs, dtype=np.float64).reshape(-1)
+    if reference.shape != artifact.shape or reference.size == 0:
+        raise ValueError(f"need two equally long, non-empty probability arrays, got {reference.shape} and "
+                         f"{artifact.shape}")
+    reference_pred = reference >= threshold
+    artifact_pred = artifact >= threshold
+    difference = np.abs(reference - artifact)
+    finite = np.isfinite(artifact)
+    result = {
+        "n_images": int(reference.size),
+        "threshold": float(threshold),
+        "agreement": float(np.mean(reference_pred == artifact_pred)),
+        "disagreements": int(np.sum(reference_pred != artifact_pred)),
+        "max_abs_diff": float(np.max(difference)) if finite.all() else float("inf"),
+        "mean_abs_diff": float(np.mean(difference)) if finite.all() else float("inf"),
+        "reference_positive_rate": float(np.mean(reference_pred)),
+        "artifact_positive_rate": float(np.mean(artifact_pred)),
+    }
+    if labels is not None:
+        truth = np.asarray(labels).reshape(-1).astype(bool)
+        if truth.shape != reference.shape:
+            raise ValueError("labels and probabilities differ in length")
+        result["reference_accuracy"] = float(np.mean(reference_pred == truth))
+        result["artifact_accuracy"] = float(np.mean(artifact_pred == truth))
+        result["accuracy_delta"] = result["artifact_accuracy"] - result["reference_accuracy"]
+    return result
+
+
+def compare_on_folder(reference_model, artifact, folder, batch_size: int = 64) -> dict:
+    """`compare` for an artifact against its Keras model on a labelled folder (or a Kaggle root's test/).
+
+    Both models get identical inputs: pixels decoded once (cached) and scaled with the artifact's
+    own metadata, which must match the reference's preprocessing.
+    """
+    from pathlib import Path
+
+    from edgecxr.edge_runtime.errors import EdgecxrError
+    from edgecxr.edge_runtime.folders import labelled_images
+    from edgecxr.edge_runtime.preprocessing import scale_pixels
+    from edgecxr.train.dataset import evaluation_folder
+    from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
+    from edgecxr.train.pixel_cache import load_pixels
+
+    reference = open_any_model(Path(reference_model))
+    candidate = open_any_model(Path(artifact))
+    spec = candidate.metadata.preprocessing
+    if reference.metadata.preprocessing != spec:
+        raise EdgecxrError(f"{artifact} and {reference_model} use different preprocessing; not comparable")
+    folder = evaluation_folder(Path(folder))
+    pixel_set = load_pixels(labelled_images(folder), spec, f"decoding {folder}")
+    inputs = scale_pixels(pixel_set.pixels.astype(np.float32), spec)
+    result = compare(predict_proba_batched(reference, inputs, batch_size),
+                     predict_proba_batched(candidate, inputs, batch_size),
+                     pixel_set.labels, candidate.metadata.threshold)
+    result.update(reference=str(reference_model), artifact=str(artifact), data=str(folder),
+                  runtime=getattr(candidate, "runtime", "keras"))
+    return result

@@ -1,0 +1,67 @@
+"""ONNX artifacts: float through tf2onnx, int8 through onnxruntime static quantization.
+
+tf2onnx's `from_keras` does not understand Keras 3 models, so the float export traces the same
+inference-only tf.function the TFLite path uses. int8 quantization lives in `quantize_onnx_int8`
+alone, so it can be swapped for another quantizer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_OPSET = 17
+QUANTIZER = ("onnxruntime.quantization.quantize_static (QDQ, per-channel 7-bit-range int8 "
+             "weights, int8 activations, MinMax; output activation kept float)")
+# Activations that squash a logit into a probability: left unquantized so the probability is not
+# rounded to 1/255 steps, which would flip labels near a threshold such as 0.99.
+OUTPUT_ACTIVATIONS = ("Sigmoid", "Softmax")
+
+
+def convert_onnx_float(serve, signature, opset: int = DEFAULT_OPSET) -> bytes:
+    """Serialized float ONNX model with a dynamic batch dimension."""
+    import tf2onnx
+
+    model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    return model_proto.SerializeToString()
+
+
+class ArrayReader:
+    """Feeds calibration images to onnxruntime's calibrator one batch at a time."""
+
+    def __init__(self, input_name: str, inputs: np.ndarray, batch_size: int = 16):
+        self.batches = iter([{input_name: inputs[i:i + batch_size].astype(np.float32)}
+                             for i in range(0, len(inputs), batch_size)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out_path: Path) -> None:
+    """Static int8 quantization of `float_model` into `out_path`, calibrated on `calibration`."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 quantization needs calibration images")
+    graph = onnx.load(str(float_model), load_external_data=False).graph
+    input_name = graph.input[0].name
+    outputs = {o.name for o in graph.output}
+    keep_float = [n.name for n in graph.node if n.op_type in OUTPUT_ACTIVATIONS and set(n.output) & outputs]
+    with tempfile.TemporaryDirectory(prefix="edgecxr-onnx-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Symbolic shape inference would need sympy; ONNX shape inference is enough for a CNN.
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(out_path), ArrayReader(input_name, calibration),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            # 7-bit weight range: x86 CPUs without VNNI saturate int8 x int8 products otherwise
+            # (measured on a 3-epoch real run: label agreement 79% -> 99%); the cost is one bit of
+            # weight precision.
+            reduce_range=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
+        )

@@ -1,0 +1,59 @@
+"""Input/output tensor facts read from an artifact itself (never assumed) for its metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _tensor(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    facts = {"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name,
+             "shape": [int(d) for d in detail.get("shape_signature", detail["shape"])]}
+    if scale:
+        facts.update(scale=float(scale), zero_point=int(zero_point))
+    return facts
+
+
+def tflite_io(path: Path) -> dict:
+    from edgecxr.edge_runtime.backends import tflite_interpreter_class
+
+    interpreter_class, _ = tflite_interpreter_class()
+    interpreter = interpreter_class(model_path=str(path))
+    return {"input": _tensor(interpreter.get_input_details()[0]),
+            "output": _tensor(interpreter.get_output_details()[0])}
+
+
+def _qdq_params(model, tensor_name: str, consumer: bool) -> dict:
+    """Scale and zero-point of the QuantizeLinear reading a graph input (or feeding an output)."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        touches = node.input[0] == tensor_name if consumer else node.output[0] == tensor_name
+        if touches and node.input[1] in initializers:
+            scale = numpy_helper.to_array(initializers[node.input[1]])
+            zero = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 else np.zeros(1)
+            return {"scale": float(scale.reshape(-1)[0]), "zero_point": int(zero.reshape(-1)[0]),
+                    "quantized_dtype": zero.dtype.name}
+    return {}
+
+
+def onnx_io(path: Path) -> dict:
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    model = onnx.load(str(path))
+    facts = {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
+    for role, value, consumer in (("input", model.graph.input[0], True), ("output", model.graph.output[0], False)):
+        tensor_type = value.type.tensor_type
+        facts[role] = {
+            "name": value.name,
+            "dtype": np.dtype(tensor_dtype_to_np_dtype(tensor_type.elem_type)).name,
+            "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or -1) for d in tensor_type.shape.dim],
+            **_qdq_params(model, value.name, consumer),
+        }
+    return facts

@@ -1,0 +1,88 @@
+"""Tolerances an exported artifact must meet against the Keras model, and the table that shows it.
+
+fp32 must reproduce the Keras probabilities to 1e-4 (only float rounding differs). fp16 weights
+are rounded to 11 significant bits, which moves probabilities by about 1e-3: it must agree on at
+least 99% of labels and stay within 0.05 in probability. Dynamic-range and int8 models quantize
+weights (and activations) to 8 bits; probabilities move by a few hundredths, so they are held to
+label agreement only: at least 98% of images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich import box
+from rich.table import Table
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_agreement: float | None = None
+    max_abs_diff: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_agreement is not None:
+            parts.append(f"agreement >= {self.min_agreement:.0%}")
+        if self.max_abs_diff is not None:
+            parts.append(f"max |dp| <= {self.max_abs_diff:g}")
+        return ", ".join(parts)
+
+
+TOLERANCES = {
+    "none": Tolerance(max_abs_diff=1e-4),
+    "fp16": Tolerance(min_agreement=0.99, max_abs_diff=0.05),
+    "dynamic": Tolerance(min_agreement=0.98),
+    "int8": Tolerance(min_agreement=0.98),
+}
+
+
+def problems(comparison: dict, quantization: str) -> list[str]:
+    """Why an artifact fails its tolerance (empty when it passes)."""
+    tolerance = TOLERANCES[quantization]
+    found = []
+    if tolerance.min_agreement is not None and comparison["agreement"] < tolerance.min_agreement:
+        found.append(f"agrees with the Keras model on {comparison['agreement']:.1%} of "
+                     f"{comparison['n_images']} images (needs {tolerance.min_agreement:.0%})")
+    if tolerance.max_abs_diff is not None and not comparison["max_abs_diff"] <= tolerance.max_abs_diff:
+        found.append(f"differs from the Keras model by up to {comparison['max_abs_diff']:.3g} in probability "
+                     f"(allowed {tolerance.max_abs_diff:g})")
+    if found and comparison["artifact_positive_rate"] in (0.0, 1.0) and 0 < comparison["reference_positive_rate"] < 1:
+        found.append("it predicts one class for every image: typical of calibration data that does not look like "
+                     "the model's real inputs, or of inputs normalised twice")
+    return found
+
+
+def verification_table(rows: list[dict], title: str = "verification against the Keras model") -> Table:
+    """One row per artifact: its file, agreement, probability differences, accuracies, verdict."""
+    runtimes = sorted({row["runtime"] for row in rows if row.get("runtime")})
+    caption = "dp: |probability difference|; acc: accuracy at the stored threshold"
+    if runtimes:
+        caption += f"; run on {', '.join(runtimes)}"
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1),
+                  pad_edge=False, collapse_padding=True)
+    for column in ("artifact", "size", "agree", "max dp", "mean dp", "acc", "keras acc", "status"):
+        table.add_column(column, justify="left" if column in ("artifact", "status") else "right", no_wrap=True)
+    for row in rows:
+        check = row.get("verification") or {}
+        status = row["status"]
+        style = {"ok": "green", "unverified": "yellow"}.get(status, "red")
+        table.add_row(
+            row["name"], _size(row.get("size_bytes")), _pct(check.get("agreement")),
+            _num(check.get("max_abs_diff")), _num(check.get("mean_abs_diff")),
+            _pct(check.get("artifact_accuracy")), _pct(check.get("reference_accuracy")),
+            f"[{style}]{status}[/{style}]",
+        )
+    return table
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _size(value) -> str:
+    return "-" if not value else f"{value / 1024:.0f}K"
