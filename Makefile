@@ -9,12 +9,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install demo test edge-check reproduce clean
 
-# Re-installs when pyproject.toml changes. torch is pinned to the CPU build this project tests
-# with; an unpinned torch would pull a multi-GB CUDA build.
+# Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite0 weight
+# import) is pinned to the CPU build this project tests with, installed before anything can ask
+# for an unpinned torch and pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[train,lite0,dev]"
 	touch $@
 
 install: $(VENV)/.installed

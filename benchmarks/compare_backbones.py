@@ -6,7 +6,7 @@ is converted to int8 TFLite (verified against its Keras model), and is then scor
 
     python -m edgecxr.benchmarks.compare_backbones --out benchmarks/results/backbones \\
         --entries compact efficientnet_lite0:feature-extract efficientnet_lite0:feature-extract+aug \\
-                  efficientnet_lite0:fine-tune --image-size 160
+                  efficientnet_lite0:fine-tune
 
 Entries are ARCH or ARCH:STRATEGY with STRATEGY one of feature-extract, feature-extract+aug,
 fine-tune. A finished run folder is reused (pass --retrain to train again). An entry that cannot
@@ -62,12 +62,13 @@ def train_entry(arch: str, strategy: str | None, args, run: Path) -> Path:
     return train(TrainConfig(**options))
 
 
-def int8_tflite(run: Path) -> Path:
+def int8_tflite(run: Path, calibration_size: int) -> Path:
     from edgecxr.convert.exporter import ConvertOptions, convert_run
 
     target = run / "export" / "model_int8.tflite"
     if not target.is_file():
-        [result] = convert_run(ConvertOptions(run=run, quantize="int8", format="tflite"))
+        [result] = convert_run(ConvertOptions(run=run, quantize="int8", format="tflite",
+                                              calibration_size=calibration_size))
         if result.status == "failed":
             raise EdgecxrError(f"int8 conversion failed: {result.error}")
     return target
@@ -102,7 +103,7 @@ def score_entry(text: str, args) -> dict:
     try:
         if args.retrain or not (run / "model.keras").is_file():
             train_entry(arch, strategy, args, run)
-        model = int8_tflite(run)
+        model = int8_tflite(run, args.calibration_size)
         metrics = evaluate(model, resolve_data_dir(args.data), plots_dir=None)
         training = read_metadata(run / "model.keras").details["training"]
         row.update({k: metrics[k] for k in ("accuracy", "roc_auc", "sensitivity", "specificity", "threshold")})
@@ -164,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         *(f"{a}:fine-tune" for a in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"))])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backbones"))
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--weights", default=None, help="imagenet (default), none or a weights file")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--head-epochs", type=int, default=5)
-    parser.add_argument("--fine-tune-from", default=None)
+    parser.add_argument("--fine-tune-from", default="block12")
     parser.add_argument("--augment-passes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--calibration-size", type=int, default=1000, help="int8 calibration images (train split)")
     parser.add_argument("--threads", type=int, default=2, help="TFLite threads for the latency column")
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args(argv)

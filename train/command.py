@@ -16,7 +16,8 @@ from edgecxr.extras import require_extra
 def train(
     data: Optional[Path] = typer.Option(None, help="Kaggle-layout folder (train/, optional val/ and test/). "
                                         "Default: $EDGECXR_DATA, ../shared/data/chest_xray, data/chest_xray."),
-    arch: str = typer.Option("compact", help="Model architecture."),
+    arch: str = typer.Option("compact", help="Model architecture: compact, efficientnet_lite0, mobilenet_v2, "
+                             "mobilenet_v3_small or mobilenet_v3_large."),
     epochs: int = typer.Option(8, min=1, help="Maximum epochs (early stopping on validation loss)."),
     batch_size: int = typer.Option(32, min=1),
     image_size: Optional[int] = typer.Option(None, min=16, help="Square input size; default depends on --arch."),
@@ -27,9 +28,19 @@ def train(
                                              help="Threshold = highest one with this validation sensitivity."),
     patience: int = typer.Option(3, min=1, help="Early-stopping patience in epochs."),
     class_weights: bool = typer.Option(True, help="Weight classes by inverse frequency."),
+    label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5, help="Soft targets 0+s/2 and 1-s/2."),
     equalize: str = typer.Option("histogram", help="Exposure normalisation: histogram or none."),
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
+    weights: Optional[str] = typer.Option(
+        None, help="ImageNet backbones: imagenet (default), none (from scratch) or a weights file PATH."),
+    strategy: str = typer.Option("fine-tune", help="ImageNet backbones: feature-extract or fine-tune (two-phase)."),
+    fine_tune_from: Optional[str] = typer.Option(
+        None, help="fine-tune: first backbone layer to unfreeze, by name (or prefix), or the top fraction of "
+        "backbone layers, e.g. 0.1 (default)."),
+    head_epochs: int = typer.Option(5, min=1, help="fine-tune: epochs of phase 1 (head only)."),
+    augment_passes: int = typer.Option(3, min=1, help="ImageNet backbones: augmented passes of train/ whose "
+                                       "frozen-backbone activations are cached; epochs cycle through them."),
     out: Optional[Path] = typer.Option(None, help="Run folder. Default: runs/ARCH-TIMESTAMP."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
 ):
@@ -44,8 +55,9 @@ def train(
         data=resolve_data_dir(data), out=out or Path("runs") / f"{arch}-{datetime.now():%Y%m%d-%H%M%S}",
         arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
         learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
-        patience=patience, class_weights=class_weights, equalize=equalize, augment=augmentation,
-        overwrite=overwrite,
+        patience=patience, class_weights=class_weights, label_smoothing=label_smoothing, equalize=equalize,
+        augment=augmentation, overwrite=overwrite, weights=weights, strategy=strategy, fine_tune_from=fine_tune_from,
+        head_epochs=head_epochs, augment_passes=augment_passes,
     )
     run_training(config)
 

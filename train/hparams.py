@@ -22,8 +22,18 @@ class TrainConfig:
     target_sensitivity: float = 0.95
     patience: int = 3
     class_weights: bool = True
+    # Soft targets keep the sigmoid off its flat ends: the net stays less sure of this hospital's
+    # look, and an int8 output (256 levels) keeps its ranking instead of piling up at 0 and 1.
+    label_smoothing: float = 0.1
     equalize: str = "histogram"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # ImageNet backbones only (see transfer_training.py)
+    weights: str | None = None  # None: the arch's default (imagenet for backbones)
+    strategy: str = "fine-tune"
+    fine_tune_from: str | None = None  # layer name or top fraction of the backbone; None: default
+    head_epochs: int = 5
+    fine_tune_lr_factor: float = 0.1
+    augment_passes: int = 3
     overwrite: bool = False
 
     def to_dict(self) -> dict:

@@ -13,6 +13,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
 from .models import compact_cnn
+from .transfer import BACKBONES, build_transfer_model
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ModelSpec:
     offset: float
     build: Callable  # (input_shape, **options) -> keras.Model
     description: str = ""
+    transfer: bool = False  # an ImageNet backbone: trained with the strategies in transfer_training.py
 
     def preprocess_spec(self, image_size: int | None = None, equalize: str = "histogram") -> PreprocessSpec:
         size = image_size or self.default_image_size
@@ -38,6 +40,19 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         description="6 conv + 2 dense layers, 64x64 grayscale, trained from scratch",
     ),
 }
+
+
+def _transfer_spec(arch: str) -> ModelSpec:
+    backbone = BACKBONES[arch]
+    return ModelSpec(
+        name=arch, default_image_size=224, channels=3, scale=backbone.scale, offset=backbone.offset,
+        build=lambda input_shape, weights=None, seed=None, **_: build_transfer_model(
+            arch, input_shape, weights, seed=seed),
+        description=backbone.description, transfer=True,
+    )
+
+
+MODEL_SPECS.update({arch: _transfer_spec(arch) for arch in BACKBONES})
 
 
 def get_model_spec(name: str) -> ModelSpec:

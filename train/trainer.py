@@ -25,6 +25,8 @@ from .dataset import find_splits, official_val_usable, split_by_patient
 from .hparams import TrainConfig
 from .model_specs import get_model_spec
 from .pixel_cache import PixelSet, load_pixels
+from .transfer_training import check_options as check_transfer_options
+from .transfer_training import fit_transfer
 
 MODEL_FILE = "model.keras"
 
@@ -135,24 +137,33 @@ def train(config: TrainConfig) -> Path:
             f"NORMAL/PNEUMONIA), validation {len(splits.val.labels)} from {splits.source}; "
             f"{skipped} file(s) skipped", highlight=False)
 
-        model = model_spec.build(spec.input_shape, seed=config.seed)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(),
-            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-        )
-        train_ds, val_ds = make_datasets(splits, spec, config)
-        steps = int(np.ceil(len(splits.train.labels) / config.batch_size))
-        callbacks = [
-            keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, config.patience // 3)),
-            RichProgress(config.epochs, steps),
-        ]
-        started = time.perf_counter()
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, callbacks=callbacks,
-            class_weight=class_weights(splits.train.labels) if config.class_weights else None,
-        ).history
+        check_transfer_options(config, model_spec.transfer)
+        model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
+        transfer_details = None
+        if model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
+            started = time.perf_counter()
+            history, transfer_details = fit_transfer(
+                model, splits, spec, config, class_weights(splits.train.labels) if config.class_weights else None)
+        else:
+            steps = int(np.ceil(len(splits.train.labels) / config.batch_size))
+            # Cosine decay over the whole budget: with only a few epochs, the last ones at a small
+            # learning rate settle BatchNorm and the weights, where a constant rate kept bouncing.
+            schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps, alpha=0.05)
+            model.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+                metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+            )
+            train_ds, val_ds = make_datasets(splits, spec, config)
+            callbacks = [
+                keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
+                RichProgress(config.epochs, steps),
+            ]
+            started = time.perf_counter()
+            history = model.fit(
+                train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=False,
+                class_weight=class_weights(splits.train.labels) if config.class_weights else None,
+            ).history
         train_seconds = time.perf_counter() - started
         history = {k: [float(v) for v in values] for k, values in history.items()}
 
@@ -177,6 +188,7 @@ def train(config: TrainConfig) -> Path:
                     "train_seconds": round(train_seconds, 1),
                 },
                 "versions": package_versions(),
+                **({"transfer": transfer_details} if transfer_details else {}),
             },
         )
         write_metadata(model_path, metadata)
@@ -191,8 +203,11 @@ def train(config: TrainConfig) -> Path:
             "best_epoch": best_epoch,
             "train_seconds": round(train_seconds, 1),
         })
+        # Absolute paths: convert and bench read this file from wherever they are run.
         write_json_atomic(staging / "split.json", {
-            "source": splits.source, "train": splits.train.paths, "validation": splits.val.paths})
+            "source": splits.source,
+            "train": [str(Path(p).resolve()) for p in splits.train.paths],
+            "validation": [str(Path(p).resolve()) for p in splits.val.paths]})
         plots.plot_history(history, staging / "training_curves.png")
         plots.plot_confusion_matrix(val_metrics["confusion_matrix"], LABELS, staging / "confusion_matrix_val.png",
                                     f"validation (threshold {threshold:.3f})")
