@@ -67,8 +67,9 @@ def int8_tflite(run: Path, calibration_size: int) -> Path:
 
     target = run / "export" / "model_int8.tflite"
     if not target.is_file():
-        [result] = convert_run(ConvertOptions(run=run, quantize="int8", format="tflite",
-                                              calibration_size=calibration_size))
+        results = convert_run(ConvertOptions(run=run, quantize="int8", format="tflite",
+                                             calibration_size=calibration_size))
+        [result] = [r for r in results if r.quantization == "int8"]  # fp32 comes along as the reference
         if result.status == "failed":
             raise EdgecxrError(f"int8 conversion failed: {result.error}")
     return target
