@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -77,20 +75,14 @@ def int8_tflite(run: Path, calibration_size: int) -> Path:
 
 def single_image_latency_ms(model: Path, threads: int, repeats: int = 50) -> float:
     """Median wall time of one preprocessed image through the edge runtime (preprocessing excluded)."""
+    from edgecxr.benchmarks.worker import time_inference
     from edgecxr.edge_runtime.backends import open_backend
 
     backend = open_backend(model, threads=threads)
     spec = backend.metadata.preprocessing
     image = np.random.default_rng(0).uniform(0, 255, (1, *spec.input_shape)).astype(np.float32)
     image = image * spec.scale + spec.offset
-    for _ in range(5):
-        backend.predict_proba(image)
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        backend.predict_proba(image)
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+    return time_inference(backend.predict_proba, image, batch_size=1, warmup=5, repeats=repeats)["latency_ms_p50"]
 
 
 def score_entry(text: str, args) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from edgecxr.edge_runtime.versions import package_versions
 from . import plots
 from .augment import augment_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
+from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
 from .model_specs import get_model_spec
 from .pixel_cache import PixelSet, load_pixels
@@ -117,9 +117,6 @@ def publish_run_folder(staging: Path, out: Path) -> None:
 def train(config: TrainConfig) -> Path:
     """Train, pick the operating threshold on validation, and write the run folder. Returns it."""
     import keras
-    import tensorflow as tf
-
-    from .progress import RichProgress
 
     model_spec = get_model_spec(config.arch)
     spec = model_spec.preprocess_spec(config.image_size, config.equalize)
@@ -145,20 +142,10 @@ def train(config: TrainConfig) -> Path:
             history, transfer_details = fit_transfer(
                 model, splits, spec, config, class_weights(splits.train.labels) if config.class_weights else None)
         else:
-            steps = int(np.ceil(len(splits.train.labels) / config.batch_size))
-            # Cosine decay over the whole budget: with only a few epochs, the last ones at a small
-            # learning rate settle BatchNorm and the weights, where a constant rate kept bouncing.
-            schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps, alpha=0.05)
-            model.compile(
-                optimizer=keras.optimizers.Adam(schedule),
-                loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-                metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-            )
+            steps = batches_per_epoch(len(splits.train.labels), config.batch_size)
+            compile_classifier(model, config.learning_rate, config.epochs * steps, config.label_smoothing)
             train_ds, val_ds = make_datasets(splits, spec, config)
-            callbacks = [
-                keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
-                RichProgress(config.epochs, steps),
-            ]
+            callbacks = fit_callbacks(config.epochs, steps, config.patience)
             started = time.perf_counter()
             history = model.fit(
                 train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=False,

@@ -26,6 +26,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 
 from .augment import AugmentConfig, augment_batch
+from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
 from .transfer import HEAD_LAYERS
 
@@ -150,10 +151,6 @@ def pass_batches(passes: list[np.ndarray], labels: np.ndarray, sample_weights: n
     return tf.data.Dataset.from_generator(stream, output_signature=signature).prefetch(2)
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    return int(np.ceil(n / batch_size))
-
-
 def _set_trainable(top, head_only: bool, freeze_batchnorm: bool = True) -> int:
     import keras
 
@@ -169,22 +166,8 @@ def _set_trainable(top, head_only: bool, freeze_batchnorm: bool = True) -> int:
 
 def _fit_phase(top, data, steps: int, validation, epochs: int, learning_rate: float, patience: int,
                label_smoothing: float) -> dict:
-    import keras
-
-    from .progress import RichProgress
-
-    # Cosine decay over the phase's budget, as for the compact model: the last epochs at a small
-    # rate settle the weights instead of bouncing around the best validation loss.
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps), alpha=0.05)
-    top.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-    )
-    callbacks = [
-        keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True),
-        RichProgress(epochs, steps),
-    ]
+    compile_classifier(top, learning_rate, epochs * steps, label_smoothing)
+    callbacks = fit_callbacks(epochs, steps, patience)
     history = top.fit(data, steps_per_epoch=steps, validation_data=validation, epochs=epochs, verbose=0,
                       callbacks=callbacks, shuffle=False).history  # the stream shuffles each epoch itself
     return {k: [float(v) for v in values] for k, values in history.items()}

@@ -1,0 +1,37 @@
+"""What every training phase shares: loss, optimizer schedule, metrics and callbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .progress import RichProgress
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    return int(np.ceil(n / batch_size))
+
+
+def compile_classifier(model, learning_rate: float, total_steps: int, label_smoothing: float) -> None:
+    """Adam with cosine decay over the phase's whole budget, smoothed binary cross-entropy.
+
+    With only a few epochs, the last ones at a small rate settle BatchNorm and the weights, where a
+    constant rate kept bouncing around the best validation loss.
+    """
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps), alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+
+
+def fit_callbacks(epochs: int, steps: int, patience: int) -> list:
+    """Early stopping on validation loss (best weights restored) and the rich progress display."""
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True),
+        RichProgress(epochs, steps),
+    ]
