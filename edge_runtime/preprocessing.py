@@ -28,6 +28,10 @@ class PreprocessSpec:
     channels: int = 1  # 3 for ImageNet backbones: the grayscale X-ray is repeated in each channel
     color_mode: str = "grayscale"  # X-rays are decoded to gray even when stored as RGB
     equalize: str = "histogram"  # global histogram equalisation evens out exposure and contrast
+    # Share of width and height cut from each edge before resizing. The edges of an X-ray hold side
+    # markers, text and collimation borders that differ between sites and say nothing about the
+    # lungs; a net can learn them as shortcuts, and they skew the equalisation histogram.
+    crop: float = 0.0
     resample: str = "bilinear"
     scale: float = 1.0 / 255.0  # input = pixel * scale + offset, pixel in 0..255
     offset: float = 0.0
@@ -41,6 +45,8 @@ class PreprocessSpec:
             raise MetadataError(f"color_mode must be 'grayscale', not {self.color_mode!r}")
         if self.equalize not in EQUALIZE_MODES:
             raise MetadataError(f"equalize must be one of {EQUALIZE_MODES}, not {self.equalize!r}")
+        if not 0.0 <= self.crop < 0.25:
+            raise MetadataError(f"crop must be at least 0 and below 0.25 (a share of each edge), not {self.crop}")
         if self.resample not in RESAMPLE_FILTERS:
             raise MetadataError(f"resample must be one of {tuple(RESAMPLE_FILTERS)}, not {self.resample!r}")
 
@@ -69,8 +75,12 @@ class PreprocessSpec:
 
 
 def to_pixels(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """Decoded image -> uint8 array (height, width, channels): grayscale, resized, equalised."""
+    """Decoded image -> uint8 array (height, width, channels): grayscale, cropped, resized, equalised."""
     gray = to_grayscale(image)
+    if spec.crop:
+        width, height = gray.size
+        dx, dy = round(width * spec.crop), round(height * spec.crop)
+        gray = gray.crop((dx, dy, width - dx, height - dy))
     resized = gray.resize((spec.width, spec.height), RESAMPLE_FILTERS[spec.resample])
     if spec.equalize == "histogram":
         resized = ImageOps.equalize(resized)

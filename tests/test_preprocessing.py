@@ -46,3 +46,24 @@ def test_spec_round_trips_and_rejects_nonsense():
         PreprocessSpec.from_dict({**spec.to_dict(), "equalize": "clahe-ish"})
     with pytest.raises(MetadataError):
         PreprocessSpec.from_dict({**spec.to_dict(), "mystery": 1})
+
+
+def test_crop_drops_the_border_before_resizing():
+    # A bright 20-pixel frame (a stand-in for markers and collimation edges) around a dark field.
+    framed = np.full((200, 200), 255, dtype=np.uint8)
+    framed[20:180, 20:180] = 40
+    image = Image.fromarray(framed)
+    uncropped = to_pixels(image, PreprocessSpec(height=32, width=32, equalize="none"))
+    cropped = to_pixels(image, PreprocessSpec(height=32, width=32, equalize="none", crop=0.12))
+    assert uncropped.max() == 255
+    assert cropped.max() == 40 and cropped.min() == 40
+
+
+def test_crop_is_recorded_and_old_metadata_means_no_crop():
+    spec = PreprocessSpec(crop=0.08)
+    assert PreprocessSpec.from_dict(spec.to_dict()).crop == 0.08
+    before_crop_existed = {k: v for k, v in spec.to_dict().items() if k != "crop"}
+    assert PreprocessSpec.from_dict(before_crop_existed).crop == 0.0
+    for nonsense in (-0.1, 0.25, 0.5):
+        with pytest.raises(MetadataError, match="crop"):
+            PreprocessSpec(crop=nonsense)

@@ -93,3 +93,16 @@ def test_existing_run_folder_is_not_overwritten_by_accident(tiny_run, tiny_kaggl
     result = run_cli("train", "--data", tiny_kaggle, "--out", tiny_run, "--epochs", "1")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (tiny_run / "model.keras").read_bytes() == before
+
+
+def test_crop_option_reaches_the_metadata_and_nonsense_is_refused(tiny_kaggle, tmp_path):
+    from edgecxr.edge_runtime.metadata import read_metadata
+
+    out = tmp_path / "cropped"
+    result = run_cli("train", "--data", tiny_kaggle, "--out", out, "--epochs", "1", "--batch-size", "16",
+                     "--val-fraction", "0.25", "--seed", "1", "--crop", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert read_metadata(out / "model.keras").preprocessing.crop == 0.1
+    refused = run_cli("train", "--data", tiny_kaggle, "--out", tmp_path / "no", "--crop", "0.3")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and "--crop" in refused.stderr
+    assert not (tmp_path / "no").exists()

@@ -30,6 +30,8 @@ def train(
     class_weights: bool = typer.Option(True, help="Weight classes by inverse frequency."),
     label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5, help="Soft targets 0+s/2 and 1-s/2."),
     equalize: str = typer.Option("histogram", help="Exposure normalisation: histogram or none."),
+    crop: float = typer.Option(0.0, min=0.0, max=0.24, help="Share of each image edge cut off before resizing "
+                               "(side markers, text, collimation borders)."),
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
     weights: Optional[str] = typer.Option(
@@ -56,8 +58,8 @@ def train(
         arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
         learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
         patience=patience, class_weights=class_weights, label_smoothing=label_smoothing, equalize=equalize,
-        augment=augmentation, overwrite=overwrite, weights=weights, strategy=strategy, fine_tune_from=fine_tune_from,
-        head_epochs=head_epochs, augment_passes=augment_passes,
+        crop=crop, augment=augmentation, overwrite=overwrite, weights=weights, strategy=strategy,
+        fine_tune_from=fine_tune_from, head_epochs=head_epochs, augment_passes=augment_passes,
     )
     run_training(config)
 

@@ -26,6 +26,7 @@ class TrainConfig:
     # look, and an int8 output (256 levels) keeps its ranking instead of piling up at 0 and 1.
     label_smoothing: float = 0.1
     equalize: str = "histogram"
+    crop: float = 0.0  # share of each image edge dropped before resizing (see PreprocessSpec.crop)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # ImageNet backbones only (see transfer_training.py)
     weights: str | None = None  # None: the arch's default (imagenet for backbones)

@@ -27,9 +27,10 @@ class ModelSpec:
     description: str = ""
     transfer: bool = False  # an ImageNet backbone: trained with the strategies in transfer_training.py
 
-    def preprocess_spec(self, image_size: int | None = None, equalize: str = "histogram") -> PreprocessSpec:
+    def preprocess_spec(self, image_size: int | None = None, equalize: str = "histogram",
+                        crop: float = 0.0) -> PreprocessSpec:
         size = image_size or self.default_image_size
-        return PreprocessSpec(height=size, width=size, channels=self.channels, equalize=equalize,
+        return PreprocessSpec(height=size, width=size, channels=self.channels, equalize=equalize, crop=crop,
                               scale=self.scale, offset=self.offset)
 
 

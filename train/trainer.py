@@ -119,7 +119,7 @@ def train(config: TrainConfig) -> Path:
     import keras
 
     model_spec = get_model_spec(config.arch)
-    spec = model_spec.preprocess_spec(config.image_size, config.equalize)
+    spec = model_spec.preprocess_spec(config.image_size, config.equalize, config.crop)
     config.out = Path(config.out)
     staging = prepare_run_folder(config.out, config.overwrite)
     try:
