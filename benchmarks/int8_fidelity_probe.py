@@ -49,6 +49,7 @@ def probe(run_path: Path, float_layers: list[str], calibration_size: int = 1000,
     from edgecxr.convert.calibration import calibration_set
     from edgecxr.convert.fidelity import compare
     from edgecxr.convert.run_folder import RunFolder
+    from edgecxr.convert.tflite_export import configure_tflite_quantization, representative_dataset
     from edgecxr.edge_runtime.preprocessing import scale_pixels
     from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
     from edgecxr.train.pixel_cache import load_pixels
@@ -62,10 +63,10 @@ def probe(run_path: Path, float_layers: list[str], calibration_size: int = 1000,
     calibration = calibration_set(run, calibration_size, seed).inputs
 
     converter = tf.lite.TFLiteConverter.from_keras_model(reference.model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    debug_images = lambda: ([image[None]] for image in calibration[:8])  # noqa: E731
+    configure_tflite_quantization(converter, "int8", calibration)  # exactly what `edgecxr convert` sets
+    # Float input and output: variants with float layers must all take and give the same tensors.
+    converter.inference_input_type = converter.inference_output_type = tf.float32
+    debug_images = representative_dataset(calibration[:8])
     listing = io.StringIO()
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_images)
     debugger.run()
