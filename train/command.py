@@ -12,6 +12,8 @@ from edgecxr.data_location import resolve_data_dir
 from edgecxr.edge_runtime.console import console
 from edgecxr.extras import require_extra
 
+from .augment import NO_AUGMENTATION, AugmentConfig
+
 
 def train(
     data: Optional[Path] = typer.Option(None, help="Kaggle-layout folder (train/, optional val/ and test/). "
@@ -33,6 +35,8 @@ def train(
     crop: float = typer.Option(0.0, min=0.0, max=0.24, help="Share of each image edge cut off before resizing "
                                "(side markers, text, collimation borders)."),
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
+    zoom: float = typer.Option(AugmentConfig.zoom, min=0.0, max=0.5, help="Augmentation: scale drawn from [1 - zoom, 1 + zoom], "
+                               "so the chest's size in the frame varies as it does between sites."),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
     weights: Optional[str] = typer.Option(
         None, help="ImageNet backbones: imagenet (default), none (from scratch) or a weights file PATH."),
@@ -48,11 +52,10 @@ def train(
 ):
     """Train a model and write a run folder (model, metadata, history, metrics, plots)."""
     require_extra("train")
-    from .augment import NO_AUGMENTATION, AugmentConfig
     from .hparams import TrainConfig
     from .trainer import train as run_training
 
-    augmentation = AugmentConfig(horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
+    augmentation = AugmentConfig(zoom=zoom, horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
     config = TrainConfig(
         data=resolve_data_dir(data), out=out or Path("runs") / f"{arch}-{datetime.now():%Y%m%d-%H%M%S}",
         arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
