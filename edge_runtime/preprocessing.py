@@ -16,6 +16,8 @@ from .errors import MetadataError
 from .images import ImageSource, open_image, to_grayscale
 
 EQUALIZE_MODES = ("none", "histogram")
+# Each edge may lose at most this share: more would cut into the lungs of a well-centred film.
+MAX_CROP = 0.24
 RESAMPLE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -45,8 +47,8 @@ class PreprocessSpec:
             raise MetadataError(f"color_mode must be 'grayscale', not {self.color_mode!r}")
         if self.equalize not in EQUALIZE_MODES:
             raise MetadataError(f"equalize must be one of {EQUALIZE_MODES}, not {self.equalize!r}")
-        if not 0.0 <= self.crop < 0.25:
-            raise MetadataError(f"crop must be at least 0 and below 0.25 (a share of each edge), not {self.crop}")
+        if not 0.0 <= self.crop <= MAX_CROP:
+            raise MetadataError(f"crop must be between 0 and {MAX_CROP} (a share of each edge), not {self.crop}")
         if self.resample not in RESAMPLE_FILTERS:
             raise MetadataError(f"resample must be one of {tuple(RESAMPLE_FILTERS)}, not {self.resample!r}")
 
