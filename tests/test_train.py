@@ -95,14 +95,17 @@ def test_existing_run_folder_is_not_overwritten_by_accident(tiny_run, tiny_kaggl
     assert (tiny_run / "model.keras").read_bytes() == before
 
 
-def test_crop_option_reaches_the_metadata_and_nonsense_is_refused(tiny_kaggle, tmp_path):
+def test_crop_and_augmentation_options_reach_the_metadata_and_nonsense_is_refused(tiny_kaggle, tmp_path):
     from edgecxr.edge_runtime.metadata import read_metadata
 
     out = tmp_path / "cropped"
     result = run_cli("train", "--data", tiny_kaggle, "--out", out, "--epochs", "1", "--batch-size", "16",
-                     "--val-fraction", "0.25", "--seed", "1", "--crop", "0.1")
+                     "--val-fraction", "0.25", "--seed", "1", "--crop", "0.1", "--zoom", "0.2", "--noise", "4")
     assert result.returncode == 0, result.stderr
-    assert read_metadata(out / "model.keras").preprocessing.crop == 0.1
+    metadata = read_metadata(out / "model.keras")
+    assert metadata.preprocessing.crop == 0.1
+    augment = metadata.details["training"]["config"]["augment"]
+    assert augment["zoom"] == 0.2 and augment["noise"] == 4.0
     refused = run_cli("train", "--data", tiny_kaggle, "--out", tmp_path / "no", "--crop", "0.3")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and "--crop" in refused.stderr
     assert not (tmp_path / "no").exists()
