@@ -10,7 +10,6 @@ import typer
 
 from edgecxr.data_location import resolve_data_dir
 from edgecxr.edge_runtime.console import console
-from edgecxr.edge_runtime.preprocessing import MAX_CROP
 from edgecxr.extras import require_extra
 
 from .augment import NO_AUGMENTATION, AugmentConfig
@@ -33,7 +32,7 @@ def train(
     class_weights: bool = typer.Option(True, help="Weight classes by inverse frequency."),
     label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5, help="Soft targets 0+s/2 and 1-s/2."),
     equalize: str = typer.Option("histogram", help="Exposure normalisation: histogram or none."),
-    crop: float = typer.Option(0.0, min=0.0, max=MAX_CROP, help="Share of each image edge cut off before resizing "
+    crop: float = typer.Option(0.0, min=0.0, help="Share of each image edge cut off before resizing "
                                "(side markers, text, collimation borders)."),
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
     zoom: float = typer.Option(AugmentConfig.zoom, min=0.0, max=0.5, help="Augmentation: scale drawn from [1 - zoom, 1 + zoom], "
@@ -54,6 +53,10 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
 ):
     """Train a model and write a run folder (model, metadata, history, metrics, plots)."""
+    from edgecxr.edge_runtime.preprocessing import MAX_CROP  # not at import: the CLI starts without numpy
+
+    if crop > MAX_CROP:
+        raise typer.BadParameter(f"{crop} is above {MAX_CROP}, the most of each edge that may be cut", param_hint="--crop")
     require_extra("train")
     from .hparams import TrainConfig
     from .trainer import train as run_training
