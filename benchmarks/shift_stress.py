@@ -80,11 +80,9 @@ def _resolution(factor: float):
 
 def _zoom_in(share: float):
     """A tighter collimation: the outer `share` of each edge is not on the film."""
-    def apply(image, seed):
-        width, height = image.size
-        dx, dy = round(width * share), round(height * share)
-        return image.crop((dx, dy, width - dx, height - dy)).resize((width, height), Image.Resampling.BILINEAR)
-    return apply
+    from edgecxr.edge_runtime.preprocessing import crop_edges
+
+    return lambda image, seed: crop_edges(image, share).resize(image.size, Image.Resampling.BILINEAR)
 
 
 def _zoom_out(share: float):

@@ -76,13 +76,18 @@ class PreprocessSpec:
             raise MetadataError(f"invalid preprocessing spec: {exc}") from None
 
 
+def crop_edges(image: Image.Image, share: float) -> Image.Image:
+    """The image without the outer `share` of its width and height on each side."""
+    width, height = image.size
+    dx, dy = round(width * share), round(height * share)
+    return image.crop((dx, dy, width - dx, height - dy))
+
+
 def to_pixels(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Decoded image -> uint8 array (height, width, channels): grayscale, cropped, resized, equalised."""
     gray = to_grayscale(image)
     if spec.crop:
-        width, height = gray.size
-        dx, dy = round(width * spec.crop), round(height * spec.crop)
-        gray = gray.crop((dx, dy, width - dx, height - dy))
+        gray = crop_edges(gray, spec.crop)
     resized = gray.resize((spec.width, spec.height), RESAMPLE_FILTERS[spec.resample])
     if spec.equalize == "histogram":
         resized = ImageOps.equalize(resized)
