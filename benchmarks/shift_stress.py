@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from edgecxr.edge_runtime.console import console  # noqa: E402
 
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
+FIDELITY = ("agreement", "disagreements", "mean_abs_diff", "max_abs_diff")
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,17 @@ def stressed_pixels(paths: list[str], spec, stress: Stress) -> np.ndarray:
                      for index, path in enumerate(paths)])
 
 
-def stress_rows(run_path: Path, stresses=STRESSES) -> list[dict]:
-    """One row per stress: metrics at the run's threshold and the mean score of each class."""
+def stress_rows(run_path: Path, stresses=STRESSES, artifact: str | None = None) -> list[dict]:
+    """One row per stress: metrics at the run's threshold and the mean score of each class.
+
+    With `artifact` (a file in the run's export/ folder, e.g. model_int8.tflite) each row also says
+    how often that artifact gives the Keras model's label on the stressed images: int8 drift shows
+    on images near the threshold, and stressed images put more of them there, as test/ does.
+    """
+    from edgecxr.convert.fidelity import compare
     from edgecxr.convert.run_folder import RunFolder
     from edgecxr.edge_runtime.console import progress_bar
+    from edgecxr.edge_runtime.errors import EdgecxrError
     from edgecxr.edge_runtime.metrics import binary_metrics
     from edgecxr.edge_runtime.preprocessing import scale_pixels
     from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
@@ -131,6 +139,9 @@ def stress_rows(run_path: Path, stresses=STRESSES) -> list[dict]:
     run = RunFolder.open(run_path)
     model = open_any_model(run.model_path)
     spec, threshold = model.metadata.preprocessing, model.metadata.threshold
+    exported = open_any_model(run.path / "export" / artifact, threads=2) if artifact else None
+    if exported is not None and exported.metadata.preprocessing != spec:
+        raise EdgecxrError(f"{artifact} does not use {run_path}'s preprocessing; re-export it")
     samples = run.split("validation")
     paths = [str(s.path) for s in samples]
     labels = np.array([s.label for s in samples])
@@ -141,9 +152,13 @@ def stress_rows(run_path: Path, stresses=STRESSES) -> list[dict]:
             inputs = scale_pixels(stressed_pixels(paths, spec, stress).astype(np.float32), spec)
             probs = predict_proba_batched(model, inputs)
             metrics = binary_metrics(labels, probs, threshold)
-            rows.append({"stress": stress.name, **{k: metrics[k] for k in METRICS},
-                         "mean_p_normal": float(probs[labels == 0].mean()),
-                         "mean_p_pneumonia": float(probs[labels == 1].mean())})
+            row = {"stress": stress.name, **{k: metrics[k] for k in METRICS},
+                   "mean_p_normal": float(probs[labels == 0].mean()),
+                   "mean_p_pneumonia": float(probs[labels == 1].mean())}
+            if exported is not None:
+                fidelity = compare(probs, predict_proba_batched(exported, inputs), None, threshold)
+                row.update({key: fidelity[key] for key in FIDELITY})
+            rows.append(row)
             progress.advance(task)
     return rows
 
@@ -151,18 +166,34 @@ def stress_rows(run_path: Path, stresses=STRESSES) -> list[dict]:
 def shifted_summary(rows: list[dict]) -> dict:
     """Means over the stressed rows (everything but clean), the figures a comparison quotes."""
     shifted = [row for row in rows if row["stress"] != "clean"]
-    return {key: float(np.mean([row[key] for row in shifted])) for key in (*METRICS, "mean_p_normal")}
+    summary = {key: float(np.mean([row[key] for row in shifted])) for key in (*METRICS, "mean_p_normal")}
+    if "agreement" in shifted[0]:
+        summary["disagreements"] = int(sum(row["disagreements"] for row in shifted))
+        summary["mean_abs_diff"] = float(np.mean([row["mean_abs_diff"] for row in shifted]))
+        summary["agreement"] = float(np.mean([row["agreement"] for row in shifted]))
+    return summary
 
 
-def markdown(run: str, rows: list[dict]) -> str:
-    lines = [f"### {run}", "", "| stress | AUC | accuracy | sensitivity | specificity | mean p NORMAL | mean p PNEUMONIA |",
-             "|:--|--:|--:|--:|--:|--:|--:|"]
+def markdown(run: str, rows: list[dict], artifact: str | None = None) -> str:
+    fidelity = "agreement" in rows[0]
+    header = "| stress | AUC | accuracy | sensitivity | specificity | mean p NORMAL | mean p PNEUMONIA |"
+    rule = "|:--|--:|--:|--:|--:|--:|--:|"
+    if fidelity:
+        header += f" {artifact} same label as Keras | differ | mean abs dp |"
+        rule += "--:|--:|--:|"
+    lines = [f"### {run}", "", header, rule]
     for row in rows:
-        lines.append(f"| {row['stress']} | {row['roc_auc']:.3f} | {row['accuracy']:.3f} | {row['sensitivity']:.3f} | "
-                     f"{row['specificity']:.3f} | {row['mean_p_normal']:.3f} | {row['mean_p_pneumonia']:.3f} |")
+        line = (f"| {row['stress']} | {row['roc_auc']:.3f} | {row['accuracy']:.3f} | {row['sensitivity']:.3f} | "
+                f"{row['specificity']:.3f} | {row['mean_p_normal']:.3f} | {row['mean_p_pneumonia']:.3f} |")
+        if fidelity:
+            line += f" {row['agreement']:.2%} | {row['disagreements']} | {row['mean_abs_diff']:.4f} |"
+        lines.append(line)
     mean = shifted_summary(rows)
-    lines.append(f"| **mean of stressed** | {mean['roc_auc']:.3f} | {mean['accuracy']:.3f} | {mean['sensitivity']:.3f} | "
-                 f"{mean['specificity']:.3f} | {mean['mean_p_normal']:.3f} | |")
+    line = (f"| **mean of stressed** | {mean['roc_auc']:.3f} | {mean['accuracy']:.3f} | {mean['sensitivity']:.3f} | "
+            f"{mean['specificity']:.3f} | {mean['mean_p_normal']:.3f} | |")
+    if fidelity:
+        line += f" {mean['agreement']:.2%} | {mean['disagreements']} (sum) | {mean['mean_abs_diff']:.4f} |"
+    lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -170,20 +201,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/shift_stress"))
+    parser.add_argument("--artifact", help="also compare this file of each run's export/ folder with its Keras "
+                                           "model under every stress, e.g. model_int8.tflite")
+    parser.add_argument("--name", default="shift_stress", help="results file stem")
     args = parser.parse_args(argv)
 
     from edgecxr.benchmarks.machine import describe, machine_info
     from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 
     machine = machine_info()
-    results = {str(run): stress_rows(run) for run in args.runs}
+    results = {str(run): stress_rows(run, artifact=args.artifact) for run in args.runs}
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "shift_stress.json", {
+    write_json_atomic(args.out / f"{args.name}.json", {
         "runs": results, "summary": {run: shifted_summary(rows) for run, rows in results.items()},
-        "stresses": {s.name: s.what for s in STRESSES}, "machine": machine})
+        "stresses": {s.name: s.what for s in STRESSES}, "artifact": args.artifact, "machine": machine})
     text = (f"Validation split of each run under acquisition changes, at the run's own threshold "
-            f"({machine['date']}, {describe(machine)}).\n\n" + "\n".join(markdown(r, rows) for r, rows in results.items()))
-    write_text_atomic(args.out / "shift_stress.md", text)
+            f"({machine['date']}, {describe(machine)}).\n\n"
+            + "\n".join(markdown(r, rows, args.artifact) for r, rows in results.items()))
+    write_text_atomic(args.out / f"{args.name}.md", text)
     console.print(text, highlight=False)
     return 0
 
