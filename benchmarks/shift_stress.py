@@ -124,9 +124,10 @@ def stressed_pixels(paths: list[str], spec, stress: Stress) -> np.ndarray:
 def stress_rows(run_path: Path, stresses=STRESSES, artifact: str | None = None) -> list[dict]:
     """One row per stress: metrics at the run's threshold and the mean score of each class.
 
-    With `artifact` (a file in the run's export/ folder, e.g. model_int8.tflite) each row also says
-    how often that artifact gives the Keras model's label on the stressed images: int8 drift shows
-    on images near the threshold, and stressed images put more of them there, as test/ does.
+    With `artifact` (a file name in the run's export/ folder, e.g. model_int8.tflite, or an absolute
+    path) each row also says how often that artifact gives the Keras model's label on the stressed
+    images: int8 drift shows on images near the threshold, and stressed images put more of them
+    there, as test/ does.
     """
     from edgecxr.convert.fidelity import compare
     from edgecxr.convert.run_folder import RunFolder

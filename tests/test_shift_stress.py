@@ -59,3 +59,22 @@ def test_rows_cover_every_stress_on_the_validation_split(tiny_run):
         assert rows[0][key] == pytest.approx(validation[key], abs=1e-6)
     assert rows[1]["mean_p_normal"] != rows[0]["mean_p_normal"]
     assert shifted_summary(rows)["specificity"] == rows[1]["specificity"]
+
+
+def test_an_artifact_is_compared_with_its_keras_model_under_each_stress(tiny_run):
+    from edge_artifacts import edge_artifacts
+
+    artifacts = edge_artifacts(tiny_run)
+    stresses = (BY_NAME["clean"], BY_NAME["zoom out 10 %"])
+    exact = stress_rows(tiny_run, stresses=stresses, artifact=str(artifacts["fp32.tflite"]))
+    for row in exact:
+        assert row["agreement"] == 1.0 and row["disagreements"] == 0 and row["mean_abs_diff"] < 1e-4
+    assert shifted_summary(exact)["disagreements"] == 0
+    # int8 really moves the probabilities: the comparison sees the artifact's outputs, not Keras' twice.
+    [rounded] = stress_rows(tiny_run, stresses=stresses[:1], artifact=str(artifacts["int8.tflite"]))
+    assert rounded["mean_abs_diff"] > max(10 * exact[0]["mean_abs_diff"], 1e-6)
+    assert rounded["disagreements"] == round((1 - rounded["agreement"]) * len(_validation(tiny_run)))
+
+
+def _validation(run):
+    return json.loads((run / "split.json").read_text())["validation"]

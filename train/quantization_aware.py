@@ -209,15 +209,15 @@ def calibrate_ranges(top, cut_inputs: np.ndarray, batch_size: int = 64) -> dict[
     return {n: (low[n], high[n]) for n in names}
 
 
-def int8_bottom(bottom, calibration_inputs: np.ndarray) -> bytes:
-    """The frozen bottom as full-integer TFLite, quantized exactly as `edgecxr convert` quantizes the model."""
+def int8_tflite(model, calibration_inputs: np.ndarray) -> bytes:
+    """`model` as full-integer TFLite, quantized exactly as `edgecxr convert` quantizes a run's model."""
     import warnings
 
     import tensorflow as tf
 
     from edgecxr.convert.tflite_export import configure_tflite_quantization
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(bottom)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     configure_tflite_quantization(converter, "int8", calibration_inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

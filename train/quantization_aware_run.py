@@ -36,7 +36,7 @@ def quantization_aware_run(source: Path, out: Path, config, overwrite: bool = Fa
     from . import plots
     from .augment import AugmentConfig
     from .pixel_cache import load_pixels
-    from .quantization_aware import (Int8Runner, calibrate_ranges, fit_consistent, int8_bottom,
+    from .quantization_aware import (Int8Runner, calibrate_ranges, fit_consistent, int8_tflite,
                                      paired_activations)
     from .trainer import MODEL_FILE, class_weights, predict_pixels, prepare_run_folder, publish_run_folder
     from .transfer_training import find_cut
@@ -58,7 +58,7 @@ def quantization_aware_run(source: Path, out: Path, config, overwrite: bool = Fa
         calibration = calibration_set(run, config.calibration_size, config.calibration_seed).inputs
 
         started = time.perf_counter()
-        runner = Int8Runner(int8_bottom(cut.bottom, calibration))
+        runner = Int8Runner(int8_tflite(cut.bottom, calibration))
         ranges = calibrate_ranges(cut.top, np.asarray(cut.bottom.predict(calibration, batch_size=64, verbose=0)))
         augment = AugmentConfig(**training["augment"])
         passes = [paired_activations(cut.bottom, runner, train_set.pixels, spec, augment if augment.enabled else None,
