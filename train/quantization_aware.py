@@ -254,25 +254,14 @@ class Int8Runner:
 def paired_activations(bottom, runner: Int8Runner, pixels: np.ndarray, spec, augment=None, seed=(0, 0),
                        description: str = "bottom activations", batch_size: int = 64):
     """(float bottom, int8 bottom) activations of the same (optionally augmented) inputs."""
-    import tensorflow as tf
+    from .transfer_training import batch_seed, input_preparation
 
-    from edgecxr.edge_runtime.preprocessing import scale_pixels
-
-    from .augment import augment_batch
-
-    @tf.function(reduce_retracing=True)
-    def prepare(batch, batch_seed):
-        x = tf.cast(batch, tf.float32)
-        if augment is not None:
-            x = tf.repeat(augment_batch(x[..., :1], batch_seed, augment), spec.channels, axis=-1)
-        return scale_pixels(x, spec)
-
+    prepare = input_preparation(spec, augment)
     floats, int8s = [], []
     with progress_bar(transient=True) as progress:
         task = progress.add_task(description, total=len(pixels))
         for index, start in enumerate(range(0, len(pixels), batch_size)):
-            batch_seed = tf.constant([seed[0], seed[1] * 1_000_003 + index], dtype=tf.int64)
-            inputs = prepare(pixels[start:start + batch_size], batch_seed)
+            inputs = prepare(pixels[start:start + batch_size], batch_seed(seed, index))
             floats.append(np.asarray(bottom(inputs, training=False)))
             int8s.append(runner(np.asarray(inputs)))
             progress.advance(task, len(inputs))

@@ -101,26 +101,44 @@ def find_cut(model, strategy: str, fine_tune_from: str | None = None) -> Cut:
     raise EdgecxrError(f"no usable fine-tuning cut at or above --fine-tune-from {fine_tune_from!r}")
 
 
+def input_preparation(spec: PreprocessSpec, augment: AugmentConfig | None):
+    """(uint8 batch, batch seed) -> scaled model inputs, augmented when asked; a tf.function."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def prepare(batch, batch_seed):
+        x = tf.cast(batch, tf.float32)
+        if augment is not None:
+            # Augment one channel and repeat it: the channels of an X-ray input must stay identical.
+            x = tf.repeat(augment_batch(x[..., :1], batch_seed, augment), spec.channels, axis=-1)
+        return scale_pixels(x, spec)
+    return prepare
+
+
+def batch_seed(seed: tuple[int, int], index: int):
+    """The stateless augmentation seed of batch `index` in pass `seed`: passes repeat exactly."""
+    import tensorflow as tf
+
+    return tf.constant([seed[0], seed[1] * 1_000_003 + index], dtype=tf.int64)
+
+
 def cut_activations(bottom, pixels: np.ndarray, spec: PreprocessSpec, augment: AugmentConfig | None = None,
                     seed: tuple[int, int] = (0, 0), description: str = "backbone features",
                     batch_size: int = 64) -> np.ndarray:
     """Run the frozen bottom (inference mode) over uint8 pixels, augmenting first when asked."""
     import tensorflow as tf
 
+    prepare = input_preparation(spec, augment)
+
     @tf.function(reduce_retracing=True)
-    def forward(batch, batch_seed):
-        x = tf.cast(batch, tf.float32)
-        if augment is not None:
-            # Augment one channel and repeat it: the channels of an X-ray input must stay identical.
-            x = tf.repeat(augment_batch(x[..., :1], batch_seed, augment), spec.channels, axis=-1)
-        return bottom(scale_pixels(x, spec), training=False)
+    def forward(batch, seed_tensor):
+        return bottom(prepare(batch, seed_tensor), training=False)
 
     outputs = []
     with progress_bar(transient=True) as progress:
         task = progress.add_task(description, total=len(pixels))
         for index, start in enumerate(range(0, len(pixels), batch_size)):
-            batch_seed = tf.constant([seed[0], seed[1] * 1_000_003 + index], dtype=tf.int64)
-            outputs.append(forward(pixels[start:start + batch_size], batch_seed).numpy())
+            outputs.append(forward(pixels[start:start + batch_size], batch_seed(seed, index)).numpy())
             progress.advance(task, len(outputs[-1]))
     return np.concatenate(outputs)
 
