@@ -22,6 +22,9 @@ def convert(
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
     seed: int = typer.Option(42, help="Seed for choosing calibration and verification images."),
     out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export."),
+    bias_correction: bool = typer.Option(False, "--bias-correction/--no-bias-correction",
+                                         help="int8 only: shift the final logit so the int8 model's mean logit on the "
+                                         "calibration images equals the Keras model's (two quantizer passes)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each artifact against the Keras model "
                                 "(experts only: --no-verify publishes unchecked files)."),
 ):
@@ -38,7 +41,7 @@ def convert(
 
     options = ConvertOptions(run=run, quantize=quantize, format=format, calibration_data=calibration_data,
                              calibration_size=calibration_size, verify=verify, verify_size=verify_size,
-                             opset=opset, seed=seed, out=out)
+                             opset=opset, seed=seed, out=out, bias_correction=bias_correction)
     results = convert_run(options)
     console.print(verification_table([r.to_dict() for r in results]))
     if not verify:

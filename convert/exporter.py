@@ -11,7 +11,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, predict_proba_batched
 
 from . import onnx_export, tflite_export
+from .bias_correction import logit_gap, logit_shifted_copy
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
 from .fidelity import compare
@@ -50,6 +51,7 @@ class ConvertOptions:
     opset: int = onnx_export.DEFAULT_OPSET
     seed: int = 42
     out: Path | None = None
+    bias_correction: bool = False
 
     @property
     def out_dir(self) -> Path:
@@ -79,7 +81,11 @@ class VerificationFailed(Exception):
 
 @dataclass
 class ExportContext:
-    """What every artifact needs: the run, the traced graph, calibration and verification data."""
+    """What every artifact needs: the run, the traced graph, calibration and verification data.
+
+    `keras_model` is what gets converted; `reference_probs` always come from the run's own model,
+    also in a context made by `with_model` for a bias-corrected copy.
+    """
 
     run: RunFolder
     options: ConvertOptions
@@ -88,11 +94,17 @@ class ExportContext:
     calibration: ImageSet | None
     verification: ImageSet | None
     reference_probs: np.ndarray | None
+    _saved_model: Path | None = field(default=None)
     _float_onnx: Path | None = field(default=None)
+    _calibration_reference: np.ndarray | None = field(default=None)
 
-    @property
     def saved_model(self) -> Path:
-        return self.workdir / "saved_model"
+        """The SavedModel the TFLite converter starts from, exported once (export traps checked)."""
+        if self._saved_model is None:
+            folder = self.workdir / "saved_model"
+            export_saved_model(self.keras_model, self.run.metadata.preprocessing, folder)
+            self._saved_model = folder
+        return self._saved_model
 
     def float_onnx(self) -> Path:
         """The float ONNX model, converted once: the fp32 artifact and the int8 quantizer's input."""
@@ -103,12 +115,29 @@ class ExportContext:
             self._float_onnx = path
         return self._float_onnx
 
+    def calibration_reference(self) -> np.ndarray:
+        """The Keras model's probabilities on the calibration images, computed once."""
+        if self._calibration_reference is None:
+            self._calibration_reference = predict_model_batched(self.keras_model, self.calibration.inputs)
+        return self._calibration_reference
+
+    def with_model(self, model, name: str) -> "ExportContext":
+        """The same run, data and reference, converting `model` instead (in its own work folder)."""
+        workdir = self.workdir / name
+        workdir.mkdir()
+        return replace(self, keras_model=model, workdir=workdir, _saved_model=None, _float_onnx=None)
+
+
+def predict_model_batched(model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(model(inputs[i:i + batch_size], training=False), dtype=np.float64).reshape(-1)
+                           for i in range(0, len(inputs), batch_size)])
+
 
 def build_file(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
     """Write the artifact to `target` with the quantizer of its format; returns converter facts."""
     calibration = ctx.calibration.inputs if plan.quantization == "int8" else None
     if plan.format == "tflite":
-        target.write_bytes(tflite_export.convert_tflite(ctx.saved_model, plan.quantization, calibration))
+        target.write_bytes(tflite_export.convert_tflite(ctx.saved_model(), plan.quantization, calibration))
         quantizer = tflite_export.QUANTIZER if plan.quantization != "none" else None
         return {"converter": "tf.lite.TFLiteConverter.from_saved_model", "quantizer": quantizer}
     if plan.quantization == "none":
@@ -140,19 +169,44 @@ def artifact_metadata(plan: ArtifactPlan, path: Path, ctx: ExportContext, facts:
     )
 
 
+def artifact_probabilities(path: Path, metadata: ModelMetadata, inputs: np.ndarray) -> tuple[np.ndarray, str]:
+    """The artifact's probabilities on `inputs` in its real runtime, and that runtime's name."""
+    try:
+        backend = BACKENDS[path.suffix](path, metadata=metadata)
+    except EdgecxrError as exc:  # the runtime cannot even load it
+        raise VerificationFailed(str(exc)) from None
+    return predict_proba_batched(backend, inputs), backend.runtime
+
+
+def build_bias_corrected(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
+    """An int8 artifact whose mean logit on the calibration images matches the Keras model's."""
+    facts = build_file(plan, target, ctx)
+    probs, _ = artifact_probabilities(target, artifact_metadata(plan, target, ctx, facts), ctx.calibration.inputs)
+    gap = logit_gap(ctx.calibration_reference(), probs)
+    if gap.mean is not None:
+        corrected = ctx.with_model(logit_shifted_copy(ctx.keras_model, -gap.mean), f"corrected-{plan.filename}")
+        facts = build_file(plan, target, corrected)
+    return {**facts, "bias_correction": gap.describe()}
+
+
+def build_artifact(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
+    if plan.quantization == "int8" and ctx.options.bias_correction:
+        return build_bias_corrected(plan, target, ctx)
+    return build_file(plan, target, ctx)
+
+
 def verify_file(plan: ArtifactPlan, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> tuple[dict, str]:
     """Run the artifact in its real runtime on the verification images; raise if out of tolerance."""
-    backend = BACKENDS[path.suffix](path, metadata=metadata)
-    probs = predict_proba_batched(backend, ctx.verification.inputs)
+    probs, runtime = artifact_probabilities(path, metadata, ctx.verification.inputs)
     comparison = compare(ctx.reference_probs, probs, ctx.verification.labels, metadata.threshold)
     comparison["tolerance"] = TOLERANCES[plan.quantization].describe()
     found = problems(comparison, plan.quantization)
     if found:
         raise VerificationFailed("; ".join(found))
-    return comparison, backend.runtime
+    return comparison, runtime
 
 
-def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_file) -> ExportResult:
+def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_artifact) -> ExportResult:
     """Build (with `build`), verify and publish one artifact; never raises for a bad artifact."""
     target = ctx.options.out_dir / plan.filename
     started = time.perf_counter()
@@ -162,12 +216,7 @@ def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_file) -> Expo
             facts = build(plan, tmp, ctx)
             metadata = artifact_metadata(plan, tmp, ctx, facts)
             if ctx.verification is not None:
-                try:
-                    result.verification, result.runtime = verify_file(plan, tmp, metadata, ctx)
-                except VerificationFailed:
-                    raise
-                except EdgecxrError as exc:  # the runtime cannot even load it
-                    raise VerificationFailed(str(exc)) from None
+                result.verification, result.runtime = verify_file(plan, tmp, metadata, ctx)
                 metadata.details["verification"] = result.verification
             result.size_bytes = tmp.stat().st_size
         write_metadata(target, metadata)
@@ -219,7 +268,7 @@ def write_verify_report(ctx: ExportContext, results: list[ExportResult]) -> Path
     return path
 
 
-def convert_run(options: ConvertOptions, build=build_file) -> list[ExportResult]:
+def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportResult]:
     """Build, verify and publish every planned artifact; failures are returned, not raised."""
     plans = plan_artifacts(options.quantize, options.format)
     run = RunFolder.open(options.run)
@@ -238,7 +287,7 @@ def convert_run(options: ConvertOptions, build=build_file) -> list[ExportResult]
     with tempfile.TemporaryDirectory(prefix="edgecxr-convert-") as workdir:
         ctx = ExportContext(run, options, reference.model, Path(workdir), calibration, verification, reference_probs)
         with console.status("tracing the inference graph"):
-            export_saved_model(reference.model, run.metadata.preprocessing, ctx.saved_model)
+            ctx.saved_model()
         results = []
         with progress_bar(transient=True) as progress:
             task = progress.add_task("converting", total=len(plans))
