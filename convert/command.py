@@ -44,6 +44,13 @@ def convert(
                              opset=opset, seed=seed, out=out, bias_correction=bias_correction)
     results = convert_run(options)
     console.print(verification_table([r.to_dict() for r in results]))
+    for result in results:
+        correction = result.bias_correction
+        if correction and result.status != "failed":
+            console.print(f"{result.name}: " + (
+                f"int8 logit shifted by {correction['logit_shift']:+.4f} (mean gap on "
+                f"{correction['unsaturated_calibration_images']} calibration images)" if correction["applied"]
+                else f"bias correction not applied: {correction['why']}"), highlight=False)
     if not verify:
         warn("--no-verify: the artifacts were not checked against the Keras model")
     failed = [r for r in results if r.status == "failed"]

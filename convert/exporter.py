@@ -70,6 +70,7 @@ class ExportResult:
     size_bytes: int | None = None
     runtime: str | None = None
     verification: dict | None = None
+    bias_correction: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -214,6 +215,7 @@ def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_artifact) -> 
     try:
         with atomic_path(target) as tmp:
             facts = build(plan, tmp, ctx)
+            result.bias_correction = facts.get("bias_correction")
             metadata = artifact_metadata(plan, tmp, ctx, facts)
             if ctx.verification is not None:
                 result.verification, result.runtime = verify_file(plan, tmp, metadata, ctx)

@@ -117,6 +117,7 @@ def test_bias_correction_removes_a_systematic_int8_shift_in_both_formats(roundin
         results = convert_run(ConvertOptions(run=rounding_run, quantize="int8", format="all", calibration_size=40,
                                              out=out, bias_correction=correct, verify=False))
         assert [r.status for r in results] == ["unverified"] * 4, [r.error for r in results]
+        assert [r.bias_correction is not None for r in results] == [False, correct, False, correct]
     for name in ("model_int8.tflite", "model_int8.onnx"):
         (gap_before, agree_before), (gap_after, agree_after) = (compared_with_keras(folder / name, rounding_run)
                                                                 for folder in (plain, corrected))
@@ -129,3 +130,19 @@ def test_bias_correction_removes_a_systematic_int8_shift_in_both_formats(roundin
     # The float artifacts are never corrected, and the Keras model is untouched.
     assert "bias_correction" not in read_metadata(corrected / "model_fp32.tflite").details
     assert sha256_file(rounding_run / "model.keras") == sha_before
+
+
+@pytest.mark.slow
+def test_cli_flag_corrects_int8_and_says_by_how_much(rounding_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edgecxr.cli", "convert", str(rounding_run), "--format", "tflite",
+                           "--bias-correction", "--no-verify", "--calibration-size", "40", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stderr.split())  # rich wraps long lines; the console writes to stderr
+    shift = read_metadata(tmp_path / "model_int8.tflite").details["bias_correction"]["logit_shift"]
+    assert shift > 0.1 and f"model_int8.tflite: int8 logit shifted by {shift:+.4f}" in said
+    assert "model_fp32.tflite: int8" not in said
