@@ -1,12 +1,16 @@
-"""Logit bias correction: int8 artifacts that are, on average, as confident as their Keras model.
+"""Bias correction: int8 artifacts whose outputs are, on average, those of their Keras model.
 
 Why: int8 rounding is not zero-mean once it has passed through a deep net. EfficientNet-Lite0's
 int8 logit sits about 0.1 below its Keras model's on average, so images just above the decision
-threshold flip to NORMAL. That systematic part is one number per artifact: measured in the
-artifact's own runtime on the calibration images, it is taken out of the final layer's bias of a
-copy of the Keras model, and that copy is quantized again. What remains is rounding noise.
+threshold flip to NORMAL. Two corrections, both applied to a copy of the Keras model that is then
+quantized (the Keras model itself never changes; verification stays against it):
 
-The Keras model itself is never changed: verification and every comparison stay against it.
+- `logit`: the mean logit gap, measured in the artifact's own runtime on the calibration images,
+  is taken out of the final layer's bias.
+- `layers`: first, every convolution's rounded weights are compensated per output channel: with
+  int8 weights W + dW the output moves by conv(E[x], dW) on average (Nagel et al. 2019, "Data-free
+  quantization through weight equalization and bias correction"), and that shift is taken out of
+  the BatchNorm that folds into the convolution. Then the logit correction as above.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecxr.edge_runtime.errors import EdgecxrError
+
+MODES = ("off", "logit", "layers")
+# Each format's int8 weight grid: TFLite rounds per output channel to [-127, 127] * max|w|/127;
+# convert's onnxruntime settings (symmetric, reduce_range) to [-64, 64] * max|w|/64.
+WEIGHT_LEVELS = {"tflite": 127, "onnx": 64}
 
 # An int8 sigmoid output moves in steps of 1/256, so probabilities near 0 or 1 say little about
 # the logit behind them; only images both models put inside this band are measured.
@@ -75,4 +84,60 @@ def logit_shifted_copy(model, shift: float):
     copy.set_weights(model.get_weights())
     head = sigmoid_head(copy)
     head.bias.assign(np.asarray(head.bias) + np.float32(shift))
+    return copy
+
+
+def rounded_per_channel(kernel: np.ndarray, channels: int, levels: int) -> np.ndarray:
+    """`kernel` on a symmetric per-output-channel grid of +-`levels` steps (the last axis is the channel)."""
+    flat = kernel.reshape(-1, channels)
+    step = np.maximum(np.abs(flat).max(axis=0), 1e-12) / levels
+    return (np.clip(np.round(flat / step), -levels, levels) * step).reshape(kernel.shape)
+
+
+def convolution_input_means(model, inputs: np.ndarray, batch_size: int = 50) -> dict[str, np.ndarray]:
+    """Convolution name -> its input averaged over `inputs` (per position and channel), for every
+    convolution whose BatchNorm folds into it."""
+    import keras
+
+    from edgecxr.train.quantization_aware import folded_pairs
+
+    names = list(folded_pairs(model))
+    if not names:
+        return {}
+    probe = keras.Model(model.input, [model.get_layer(n).input for n in names])
+    sums = [0.0] * len(names)
+    for start in range(0, len(inputs), batch_size):
+        outputs = probe(inputs[start:start + batch_size], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        sums = [total + np.asarray(out, dtype=np.float64).sum(axis=0) for total, out in zip(sums, outputs)]
+    return {name: total / len(inputs) for name, total in zip(names, sums)}
+
+
+def layer_corrected_copy(model, input_means: dict[str, np.ndarray], levels: int):
+    """A copy of `model` whose BatchNorm betas absorb each folded convolution's mean weight-rounding
+    shift (BatchNorms without a beta are left as they are)."""
+    import keras
+    import tensorflow as tf
+
+    from edgecxr.train.quantization_aware import folded_kernel_and_bias, folded_pairs
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for conv_name, bn in folded_pairs(model).items():
+        if not bn.center:
+            continue
+        conv = model.get_layer(conv_name)
+        kernel = np.asarray(folded_kernel_and_bias(conv, bn)[0], dtype=np.float64)
+        depthwise = type(conv).__name__ == "DepthwiseConv2D"
+        channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3]
+        grid = kernel.reshape(*kernel.shape[:2], channels) if depthwise else kernel
+        error = tf.constant(rounded_per_channel(grid, channels, levels).reshape(kernel.shape) - kernel)
+        mean_input = tf.constant(input_means[conv_name][None])
+        strides, padding = (1, *conv.strides, 1), conv.padding.upper()
+        moved = (tf.nn.depthwise_conv2d(mean_input, error, strides, padding) if depthwise
+                 else tf.nn.conv2d(mean_input, error, strides, padding))
+        # The bias is one number per channel; the shift varies a little near padded borders.
+        shift = np.asarray(tf.reduce_mean(moved, axis=(0, 1, 2)))
+        target = copy.get_layer(bn.name)
+        target.beta.assign((np.asarray(target.beta, dtype=np.float64) - shift).astype(np.float32))
     return copy

@@ -22,9 +22,10 @@ def convert(
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
     seed: int = typer.Option(42, help="Seed for choosing calibration and verification images."),
     out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export."),
-    bias_correction: bool = typer.Option(False, "--bias-correction/--no-bias-correction",
-                                         help="int8 only: shift the final logit so the int8 model's mean logit on the "
-                                         "calibration images equals the Keras model's (two quantizer passes)."),
+    bias_correction: str = typer.Option("off", help="int8 only. off | logit: shift the final logit so the int8 "
+                                        "model's mean logit on the calibration images equals the Keras model's | "
+                                        "layers: first compensate every convolution's weight rounding per channel, "
+                                        "then the logit."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each artifact against the Keras model "
                                 "(experts only: --no-verify publishes unchecked files)."),
 ):
@@ -47,10 +48,12 @@ def convert(
     for result in results:
         correction = result.bias_correction
         if correction and result.status != "failed":
-            console.print(f"{result.name}: " + (
+            layers = (f"{correction['corrected_convolutions']} convolutions corrected per channel; "
+                      if "corrected_convolutions" in correction else "")
+            console.print(f"{result.name}: {layers}" + (
                 f"int8 logit shifted by {correction['logit_shift']:+.4f} (mean gap on "
                 f"{correction['unsaturated_calibration_images']} calibration images)" if correction["applied"]
-                else f"bias correction not applied: {correction['why']}"), highlight=False)
+                else f"logit not shifted: {correction['why']}"), highlight=False)
     if not verify:
         warn("--no-verify: the artifacts were not checked against the Keras model")
     failed = [r for r in results if r.status == "failed"]

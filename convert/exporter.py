@@ -26,7 +26,8 @@ from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, predict_proba_batched
 
 from . import onnx_export, tflite_export
-from .bias_correction import logit_gap, logit_shifted_copy
+from .bias_correction import (MODES, WEIGHT_LEVELS, convolution_input_means, layer_corrected_copy, logit_gap,
+                              logit_shifted_copy)
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
 from .fidelity import compare
@@ -51,7 +52,7 @@ class ConvertOptions:
     opset: int = onnx_export.DEFAULT_OPSET
     seed: int = 42
     out: Path | None = None
-    bias_correction: bool = False
+    bias_correction: str = "off"  # off | logit | layers (bias_correction.py)
 
     @property
     def out_dir(self) -> Path:
@@ -98,6 +99,7 @@ class ExportContext:
     _saved_model: Path | None = field(default=None)
     _float_onnx: Path | None = field(default=None)
     _calibration_reference: np.ndarray | None = field(default=None)
+    _input_means: dict | None = field(default=None)
 
     def saved_model(self) -> Path:
         """The SavedModel the TFLite converter starts from, exported once (export traps checked)."""
@@ -121,6 +123,12 @@ class ExportContext:
         if self._calibration_reference is None:
             self._calibration_reference = predict_model_batched(self.keras_model, self.calibration.inputs)
         return self._calibration_reference
+
+    def convolution_input_means(self) -> dict:
+        """The run's model's mean convolution inputs on the calibration images, computed once."""
+        if self._input_means is None:
+            self._input_means = convolution_input_means(self.keras_model, self.calibration.inputs)
+        return self._input_means
 
     def with_model(self, model, name: str) -> "ExportContext":
         """The same run, data and reference, converting `model` instead (in its own work folder)."""
@@ -180,18 +188,24 @@ def artifact_probabilities(path: Path, metadata: ModelMetadata, inputs: np.ndarr
 
 
 def build_bias_corrected(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
-    """An int8 artifact whose mean logit on the calibration images matches the Keras model's."""
-    facts = build_file(plan, target, ctx)
+    """An int8 artifact corrected as `ctx.options.bias_correction` says (logit, or layers then logit)."""
+    start, described = ctx, {"mode": ctx.options.bias_correction}
+    if ctx.options.bias_correction == "layers":
+        means = ctx.convolution_input_means()
+        model = layer_corrected_copy(ctx.keras_model, means, WEIGHT_LEVELS[plan.format])
+        start = ctx.with_model(model, f"layers-{plan.filename}")
+        described["corrected_convolutions"] = len(means)
+    facts = build_file(plan, target, start)
     probs, _ = artifact_probabilities(target, artifact_metadata(plan, target, ctx, facts), ctx.calibration.inputs)
     gap = logit_gap(ctx.calibration_reference(), probs)
     if gap.mean is not None:
-        corrected = ctx.with_model(logit_shifted_copy(ctx.keras_model, -gap.mean), f"corrected-{plan.filename}")
+        corrected = ctx.with_model(logit_shifted_copy(start.keras_model, -gap.mean), f"corrected-{plan.filename}")
         facts = build_file(plan, target, corrected)
-    return {**facts, "bias_correction": gap.describe()}
+    return {**facts, "bias_correction": {**described, **gap.describe()}}
 
 
 def build_artifact(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
-    if plan.quantization == "int8" and ctx.options.bias_correction:
+    if plan.quantization == "int8" and ctx.options.bias_correction != "off":
         return build_bias_corrected(plan, target, ctx)
     return build_file(plan, target, ctx)
 
@@ -274,6 +288,8 @@ def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportRes
     """Build, verify and publish every planned artifact; failures are returned, not raised."""
     plans = plan_artifacts(options.quantize, options.format)
     run = RunFolder.open(options.run)
+    if options.bias_correction not in MODES:
+        raise EdgecxrError(f"--bias-correction must be one of {', '.join(MODES)}, not {options.bias_correction!r}")
     if options.calibration_size < 1 or options.verify_size < 1:
         raise EdgecxrError("--calibration-size and --verify-size must be at least 1")
     if options.calibration_data is not None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecxr.convert.bias_correction import MIN_IMAGES, logit_gap, logit_shifted_copy, logits
+from edgecxr.convert.bias_correction import (MIN_IMAGES, convolution_input_means, layer_corrected_copy, logit_gap,
+                                            logit_shifted_copy, logits, rounded_per_channel)
 from edgecxr.convert.calibration import calibration_set, verification_set
 from edgecxr.convert.exporter import ConvertOptions, convert_run
 from edgecxr.convert.run_folder import RunFolder
@@ -115,7 +116,8 @@ def test_bias_correction_removes_a_systematic_int8_shift_in_both_formats(roundin
     # comparison below is made on the same images.
     for out, correct in ((plain, False), (corrected, True)):
         results = convert_run(ConvertOptions(run=rounding_run, quantize="int8", format="all", calibration_size=40,
-                                             out=out, bias_correction=correct, verify=False))
+                                             out=out, bias_correction="logit" if correct else "off",
+                                             verify=False))
         assert [r.status for r in results] == ["unverified"] * 4, [r.error for r in results]
         assert [r.bias_correction is not None for r in results] == [False, correct, False, correct]
     for name in ("model_int8.tflite", "model_int8.onnx"):
@@ -139,10 +141,84 @@ def test_cli_flag_corrects_int8_and_says_by_how_much(rounding_run, tmp_path):
     import sys
 
     done = subprocess.run([sys.executable, "-m", "edgecxr.cli", "convert", str(rounding_run), "--format", "tflite",
-                           "--bias-correction", "--no-verify", "--calibration-size", "40", "--out", str(tmp_path)],
+                           "--bias-correction", "logit", "--no-verify", "--calibration-size", "40", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stdout + done.stderr
     said = " ".join(done.stderr.split())  # rich wraps long lines; the console writes to stderr
     shift = read_metadata(tmp_path / "model_int8.tflite").details["bias_correction"]["logit_shift"]
     assert shift > 0.1 and f"model_int8.tflite: int8 logit shifted by {shift:+.4f}" in said
     assert "model_fp32.tflite: int8" not in said
+
+
+def conv_bn_model():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((12, 12, 2))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    for name in ("bn", "dw_bn"):  # inference statistics that are not the identity
+        bn = model.get_layer(name)
+        channels = bn.gamma.shape[0]
+        rng = np.random.default_rng(len(name))
+        bn.set_weights([rng.uniform(0.5, 2, channels), rng.normal(0, 0.5, channels),
+                        rng.normal(0, 0.5, channels), rng.uniform(0.5, 2, channels)])
+    return model
+
+
+def test_rounded_per_channel_uses_each_channels_own_grid():
+    kernel = np.array([[1.27, 0.004], [0.0049, -0.003]])  # channel 0 step 0.01; channel 1 step 0.004/127
+    rounded = rounded_per_channel(kernel, 2, 127)
+    assert rounded[0, 0] == pytest.approx(1.27) and rounded[1, 0] == 0.0
+    assert rounded[0, 1] == pytest.approx(0.004) and rounded[1, 1] == pytest.approx(-0.003, abs=0.004 / 254)
+
+
+@pytest.mark.parametrize("levels", [127, 64])
+def test_layer_correction_restores_each_convolutions_mean_output_with_rounded_weights(levels):
+    import tensorflow as tf
+
+    from edgecxr.train.quantization_aware import folded_kernel_and_bias
+
+    model = conv_bn_model()
+    inputs = np.random.default_rng(0).uniform(0, 1, (40, 12, 12, 2)).astype(np.float32)
+    means = convolution_input_means(model, inputs)
+    assert sorted(means) == ["conv", "dw"] and means["conv"].shape == (12, 12, 2)
+    corrected = layer_corrected_copy(model, means, levels)
+
+    def mean_output(source, rounded: bool):
+        """The first convolution as int8 weights would compute it (folded, optionally rounded)."""
+        kernel, bias = folded_kernel_and_bias(source.get_layer("conv"), source.get_layer("bn"))
+        kernel = np.asarray(kernel, np.float64)
+        if rounded:
+            kernel = rounded_per_channel(kernel, kernel.shape[-1], levels)
+        y = tf.nn.conv2d(tf.constant(inputs, tf.float64), kernel, (1, 2, 2, 1), "SAME") + np.asarray(bias, np.float64)
+        return np.asarray(tf.reduce_mean(y, axis=(0, 1, 2)))
+
+    exact = mean_output(model, rounded=False)
+    assert np.max(np.abs(mean_output(model, rounded=True) - exact)) > 1e-3  # rounding moves the mean
+    assert np.max(np.abs(mean_output(corrected, rounded=True) - exact)) < 1e-4
+    # Only BatchNorm betas moved; the model itself is untouched.
+    changed = [a.name for a, b in zip(model.weights, corrected.weights) if not np.array_equal(a.numpy(), b.numpy())]
+    assert sorted(changed) == ["beta", "beta"], changed
+    assert not np.array_equal(model.get_layer("bn").beta.numpy(), corrected.get_layer("bn").beta.numpy())
+
+
+@pytest.mark.slow
+def test_layers_mode_converts_a_real_compact_run_and_records_what_it_did(tiny_run, tmp_path):
+    results = convert_run(ConvertOptions(run=tiny_run, quantize="int8", format="all", calibration_size=40,
+                                         out=tmp_path, bias_correction="layers", verify=False))
+    assert [r.status for r in results] == ["unverified"] * 4, [r.error for r in results]
+    for name in ("model_int8.tflite", "model_int8.onnx"):
+        applied = read_metadata(tmp_path / name).details["bias_correction"]
+        assert applied["mode"] == "layers" and applied["corrected_convolutions"] == 6
+
+
+def test_an_unknown_mode_is_refused_before_any_work(tiny_run, tmp_path):
+    with pytest.raises(EdgecxrError, match="--bias-correction must be one of off, logit, layers"):
+        convert_run(ConvertOptions(run=tiny_run, out=tmp_path / "never", bias_correction="yes"))
+    assert not (tmp_path / "never").exists()

@@ -78,7 +78,7 @@ def quantized_outputs(model) -> list[str]:
     return names
 
 
-def _fold(conv, bn):
+def folded_kernel_and_bias(conv, bn):
     """Folded kernel and bias, with the BatchNorm in inference mode (it stays frozen)."""
     import tensorflow as tf
 
@@ -124,7 +124,7 @@ def _layers():
             self.conv, self.bn, self.quantize = conv, bn, quantize
 
         def call(self, x):
-            kernel, bias = _fold(self.conv, self.bn)
+            kernel, bias = folded_kernel_and_bias(self.conv, self.bn)
             depthwise = self.conv.__class__.__name__ == "DepthwiseConv2D"
             channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3]
             if self.quantize:
