@@ -22,7 +22,7 @@ def convert(
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
     seed: int = typer.Option(42, help="Seed for choosing calibration and verification images."),
     out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export."),
-    bias_correction: str = typer.Option("off", help="int8 only. off | logit: shift the final logit so the int8 "
+    bias_correction: str = typer.Option("layers", help="int8 only. off | logit: shift the final logit so the int8 "
                                         "model's mean logit on the calibration images equals the Keras model's | "
                                         "layers: first compensate every convolution's weight rounding per channel, "
                                         "then the logit."),

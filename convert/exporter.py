@@ -52,7 +52,7 @@ class ConvertOptions:
     opset: int = onnx_export.DEFAULT_OPSET
     seed: int = 42
     out: Path | None = None
-    bias_correction: str = "off"  # off | logit | layers (bias_correction.py)
+    bias_correction: str = "layers"  # off | logit | layers (bias_correction.py)
 
     @property
     def out_dir(self) -> Path:
