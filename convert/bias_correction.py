@@ -22,9 +22,6 @@ import numpy as np
 from edgecxr.edge_runtime.errors import EdgecxrError
 
 MODES = ("off", "logit", "layers")
-# Each format's int8 weight grid: TFLite rounds per output channel to [-127, 127] * max|w|/127;
-# convert's onnxruntime settings (symmetric, reduce_range) to [-64, 64] * max|w|/64.
-WEIGHT_LEVELS = {"tflite": 127, "onnx": 64}
 
 # An int8 sigmoid output moves in steps of 1/256, so probabilities near 0 or 1 say little about
 # the logit behind them; only images both models put inside this band are measured.

@@ -26,8 +26,7 @@ from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, predict_proba_batched
 
 from . import onnx_export, tflite_export
-from .bias_correction import (MODES, WEIGHT_LEVELS, convolution_input_means, layer_corrected_copy, logit_gap,
-                              logit_shifted_copy)
+from .bias_correction import MODES, convolution_input_means, layer_corrected_copy, logit_gap, logit_shifted_copy
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
 from .fidelity import compare
@@ -192,7 +191,8 @@ def build_bias_corrected(plan: ArtifactPlan, target: Path, ctx: ExportContext) -
     start, described = ctx, {"mode": ctx.options.bias_correction}
     if ctx.options.bias_correction == "layers":
         means = ctx.convolution_input_means()
-        model = layer_corrected_copy(ctx.keras_model, means, WEIGHT_LEVELS[plan.format])
+        steps = tflite_export.WEIGHT_STEPS if plan.format == "tflite" else onnx_export.WEIGHT_STEPS
+        model = layer_corrected_copy(ctx.keras_model, means, steps)
         start = ctx.with_model(model, f"layers-{plan.filename}")
         described["corrected_convolutions"] = len(means)
     facts = build_file(plan, target, start)

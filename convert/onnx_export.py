@@ -15,6 +15,9 @@ import numpy as np
 DEFAULT_OPSET = 17
 QUANTIZER = ("onnxruntime.quantization.quantize_static (QDQ, per-channel 7-bit-range int8 "
              "weights, int8 activations, MinMax; output activation kept float)")
+# Symmetric int8 weights with reduce_range (see quantize_onnx_int8) span [-64, 64] steps of
+# max|w| / 64 per output channel; bias correction compensates exactly this grid.
+WEIGHT_STEPS = 64
 # Activations that squash a logit into a probability: left unquantized so the probability is not
 # rounded to 1/255 steps, which would flip labels near a threshold such as 0.99.
 OUTPUT_ACTIVATIONS = ("Sigmoid", "Softmax")

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 QUANTIZER = "tf.lite.TFLiteConverter post-training quantization"
+# int8 weights are rounded per output channel to [-127, 127] steps of max|w| / 127 (bias correction
+# compensates exactly this grid).
+WEIGHT_STEPS = 127
 
 
 def representative_dataset(inputs: np.ndarray):
