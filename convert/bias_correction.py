@@ -96,7 +96,7 @@ def convolution_input_means(model, inputs: np.ndarray, batch_size: int = 50) -> 
     convolution whose BatchNorm folds into it."""
     import keras
 
-    from edgecxr.train.quantization_aware import folded_pairs
+    from edgecxr.train.batchnorm_folding import folded_pairs
 
     names = list(folded_pairs(model))
     if not names:
@@ -116,7 +116,7 @@ def layer_corrected_copy(model, input_means: dict[str, np.ndarray], levels: int)
     import keras
     import tensorflow as tf
 
-    from edgecxr.train.quantization_aware import folded_kernel_and_bias, folded_pairs
+    from edgecxr.train.batchnorm_folding import folded_kernel_and_bias, folded_pairs
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())

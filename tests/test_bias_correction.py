@@ -182,7 +182,7 @@ def test_rounded_per_channel_uses_each_channels_own_grid():
 def test_layer_correction_restores_each_convolutions_mean_output_with_rounded_weights(levels):
     import tensorflow as tf
 
-    from edgecxr.train.quantization_aware import folded_kernel_and_bias
+    from edgecxr.train.batchnorm_folding import folded_kernel_and_bias
 
     model = conv_bn_model()
     inputs = np.random.default_rng(0).uniform(0, 1, (40, 12, 12, 2)).astype(np.float32)

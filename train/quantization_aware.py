@@ -26,6 +26,8 @@ import numpy as np
 
 from edgecxr.edge_runtime.console import console, progress_bar
 
+from .batchnorm_folding import folded_kernel_and_bias, folded_pairs, producer
+
 # TFLite's int8 logistic output: scale 1/256, zero point -128, i.e. [0, 255/256].
 SIGMOID_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
 
@@ -42,23 +44,6 @@ class QatConfig:
     calibration_seed: int = 42
 
 
-def _producer(tensor):
-    return tensor._keras_history.operation
-
-
-def folded_pairs(model) -> dict[str, object]:
-    """Convolution name -> the BatchNormalization layer that directly follows it (TFLite folds these)."""
-    import keras
-
-    pairs = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            source = _producer(layer.input)
-            if isinstance(source, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
-                pairs[source.name] = layer
-    return pairs
-
-
 def quantized_outputs(model) -> list[str]:
     """Names of the layers whose outputs TFLite stores as int8 tensors in the top.
 
@@ -67,7 +52,7 @@ def quantized_outputs(model) -> list[str]:
     """
     import keras
 
-    feeds_activation = {_producer(layer.input).name for layer in model.layers
+    feeds_activation = {producer(layer.input).name for layer in model.layers
                         if isinstance(layer, keras.layers.ReLU)}
     names = []
     for layer in model.layers:
@@ -76,20 +61,6 @@ def quantized_outputs(model) -> list[str]:
         elif isinstance(layer, keras.layers.BatchNormalization) and layer.name not in feeds_activation:
             names.append(layer.name)
     return names
-
-
-def folded_kernel_and_bias(conv, bn):
-    """Folded kernel and bias, with the BatchNorm in inference mode (it stays frozen)."""
-    import tensorflow as tf
-
-    scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
-    bias = bn.beta - bn.moving_mean * scale
-    kernel = tf.convert_to_tensor(conv.kernel)
-    if conv.__class__.__name__ == "DepthwiseConv2D":
-        kernel = kernel * tf.reshape(scale, (kernel.shape[2], kernel.shape[3]))
-    else:
-        kernel = kernel * scale
-    return kernel, bias
 
 
 def _per_channel_int8(kernel, axis_shape):
