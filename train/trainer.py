@@ -19,7 +19,7 @@ from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 from edgecxr.edge_runtime.versions import package_versions
 
 from . import plots
-from .augment import augment_batch
+from .augment import augment_batch, mix_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
 from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
@@ -58,14 +58,23 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
+    """Batched (train, validation) datasets. With mixup, train batches carry per-image weights
+    (class weights blended with the images) and `fit` must not be given `class_weight` too."""
     import tensorflow as tf
+
+    weight_of = class_weights(splits.train.labels) if config.class_weights else {0: 1.0, 1: 1.0}
+    weight_table = tf.constant([weight_of.get(c, 1.0) for c in range(2)], tf.float32)
 
     def prepare_train(batch, seed):
         pixels, labels = batch
         x = tf.cast(pixels, tf.float32)
+        y = tf.cast(labels, tf.float32)[:, None]
         if config.augment.enabled:
             x = augment_batch(x, seed, config.augment)
-        return scale_pixels(x, spec), tf.cast(labels, tf.float32)[:, None]
+        if not config.mixup:
+            return scale_pixels(x, spec), y
+        x, y, w = mix_batch(x, y, tf.gather(weight_table, tf.cast(labels, tf.int32)), seed, config.mixup)
+        return scale_pixels(x, spec), y, w
 
     def prepare_val(pixels, labels):
         return scale_pixels(tf.cast(pixels, tf.float32), spec), tf.cast(labels, tf.float32)[:, None]
@@ -149,7 +158,7 @@ def train(config: TrainConfig) -> Path:
             started = time.perf_counter()
             history = model.fit(
                 train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=False,
-                class_weight=class_weights(splits.train.labels) if config.class_weights else None,
+                class_weight=class_weights(splits.train.labels) if config.class_weights and not config.mixup else None,
             ).history
         train_seconds = time.perf_counter() - started
         history = {k: [float(v) for v in values] for k, values in history.items()}
