@@ -7,6 +7,19 @@ import numpy as np
 from .progress import RichProgress
 
 
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights: the 1:3 NORMAL:PNEUMONIA imbalance otherwise biases the net."""
+    counts = np.bincount(labels, minlength=2)
+    return {c: float(labels.size / (2 * counts[c])) for c in range(2) if counts[c]}
+
+
+def image_weights(labels: np.ndarray, weight_of: dict[int, float] | None) -> np.ndarray:
+    """Each image's class weight (all ones without class weights), for `fit` as sample weights."""
+    if not weight_of:
+        return np.ones(len(labels), dtype=np.float32)
+    return np.asarray([weight_of.get(int(c), 1.0) for c in labels], dtype=np.float32)
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return int(np.ceil(n / batch_size))
 

@@ -21,7 +21,7 @@ from edgecxr.edge_runtime.versions import package_versions
 from . import plots
 from .augment import augment_batch, mix_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
-from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
+from .fitting import batches_per_epoch, class_weights, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
 from .model_specs import get_model_spec
 from .pixel_cache import PixelSet, load_pixels
@@ -51,37 +51,30 @@ def load_splits(config: TrainConfig, spec: PreprocessSpec) -> Splits:
                   f"{config.val_fraction:.0%} of train/ patients ({reason}), seed {config.seed}")
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Inverse-frequency weights: the 1:3 NORMAL:PNEUMONIA imbalance otherwise biases the net."""
-    counts = np.bincount(labels, minlength=2)
-    return {c: float(labels.size / (2 * counts[c])) for c in range(2) if counts[c]}
-
-
 def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
-    """Batched (train, validation) datasets. With mixup, train batches carry per-image weights
-    (class weights blended with the images) and `fit` must not be given `class_weight` too."""
+    """Batched (train, validation) datasets; train batches carry each image's class weight, which
+    mixup blends along with the pixels and targets."""
     import tensorflow as tf
 
-    weight_of = class_weights(splits.train.labels) if config.class_weights else {0: 1.0, 1: 1.0}
-    weight_table = tf.constant([weight_of.get(c, 1.0) for c in range(2)], tf.float32)
+    labels = splits.train.labels
+    weights = image_weights(labels, class_weights(labels) if config.class_weights else None)
 
     def prepare_train(batch, seed):
-        pixels, labels = batch
+        pixels, labels, weights = batch
         x = tf.cast(pixels, tf.float32)
         y = tf.cast(labels, tf.float32)[:, None]
         if config.augment.enabled:
             x = augment_batch(x, seed, config.augment)
-        if not config.mixup:
-            return scale_pixels(x, spec), y
-        x, y, w = mix_batch(x, y, tf.gather(weight_table, tf.cast(labels, tf.int32)), seed, config.mixup)
-        return scale_pixels(x, spec), y, w
+        if config.mixup:
+            x, y, weights = mix_batch(x, y, weights, seed, config.mixup)
+        return scale_pixels(x, spec), y, weights
 
     def prepare_val(pixels, labels):
         return scale_pixels(tf.cast(pixels, tf.float32), spec), tf.cast(labels, tf.float32)[:, None]
 
     # One stateless seed per batch, drawn from the run's seed: augmentation repeats exactly.
     batch_seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
-    train = (tf.data.Dataset.from_tensor_slices((splits.train.pixels, splits.train.labels))
+    train = (tf.data.Dataset.from_tensor_slices((splits.train.pixels, labels, weights))
              .shuffle(len(splits.train.labels), seed=config.seed, reshuffle_each_iteration=True)
              .batch(config.batch_size))
     train = (tf.data.Dataset.zip((train, batch_seeds))
@@ -156,10 +149,8 @@ def train(config: TrainConfig) -> Path:
             train_ds, val_ds = make_datasets(splits, spec, config)
             callbacks = fit_callbacks(config.epochs, steps, config.patience)
             started = time.perf_counter()
-            history = model.fit(
-                train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0, callbacks=callbacks, shuffle=False,
-                class_weight=class_weights(splits.train.labels) if config.class_weights and not config.mixup else None,
-            ).history
+            history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
+                                callbacks=callbacks, shuffle=False).history
         train_seconds = time.perf_counter() - started
         history = {k: [float(v) for v in values] for k, values in history.items()}
 

@@ -26,7 +26,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 
 from .augment import AugmentConfig, augment_batch
-from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
+from .fitting import batches_per_epoch, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
 from .transfer import HEAD_LAYERS
 
@@ -208,8 +208,7 @@ def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig,
                   f"in {feature_seconds:.0f}s", highlight=False)
 
     labels = splits.train.labels
-    weights = (np.asarray([class_weight.get(int(c), 1.0) for c in labels], dtype=np.float32) if class_weight
-               else np.ones(len(labels), dtype=np.float32))
+    weights = image_weights(labels, class_weight)
     data = pass_batches(passes, labels, weights, config.batch_size, config.seed)
     steps = batches_per_epoch(len(labels), config.batch_size)
     validation = (val_features, splits.val.labels[:, None].astype(np.float32))
