@@ -112,3 +112,30 @@ def test_crop_and_augmentation_options_reach_the_metadata_and_nonsense_is_refuse
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and "--crop" in refused.stderr
     assert not (tmp_path / "no").exists()
 
+
+def test_train_batches_carry_class_weights_and_mixup_blends_them(tmp_path):
+    """The compact pipeline on synthetic pixels: without mixup, hard targets and each image's class
+    weight; with mixup, soft targets whose weights blend in step (NORMAL 2.0, PNEUMONIA 2/3 here)."""
+    from edgecxr.edge_runtime.preprocessing import PreprocessSpec
+    from edgecxr.train.augment import NO_AUGMENTATION
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.pixel_cache import PixelSet
+    from edgecxr.train.trainer import Splits, make_datasets
+
+    labels = np.array([0] * 16 + [1] * 48)
+    pixels = np.repeat(labels * 255, 8 * 8).reshape(-1, 8, 8, 1).astype(np.uint8)
+    part = PixelSet(pixels, labels, [f"{i}.png" for i in range(len(labels))])
+    spec = PreprocessSpec(height=8, width=8)
+
+    def first_batch(mixup):
+        config = TrainConfig(data=tmp_path, out=tmp_path, batch_size=64, augment=NO_AUGMENTATION, mixup=mixup)
+        train, _ = make_datasets(Splits(part, part, "test"), spec, config)
+        return [np.asarray(t) for t in next(iter(train))]
+
+    x, y, w = first_batch(0.0)
+    assert set(y.ravel()) == {0.0, 1.0} and np.allclose(w, np.where(y.ravel() == 1, 2 / 3, 2.0))
+    x, y, w = first_batch(0.4)
+    soft = y.ravel()
+    assert ((soft > 0.01) & (soft < 0.99)).any()
+    assert np.allclose(x[:, 0, 0, 0], soft, atol=1e-5)  # pixel 255 * share, scaled by 1/255
+    assert np.allclose(w, soft * 2 / 3 + (1 - soft) * 2.0, atol=1e-5)
