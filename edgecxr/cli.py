@@ -36,6 +36,10 @@ def main() -> None:
     except EdgecxrError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:
+        # A full disk or an unwritable output path is the machine's state, not a bug: say which file.
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         sys.exit(130)

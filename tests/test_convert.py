@@ -179,6 +179,14 @@ def test_cli_names_a_missing_run_folder(tmp_path):
     assert done.returncode == 2 and "run folder not found" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_an_unwritable_output_folder_is_one_line_naming_it(tiny_run, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = run_cli(str(tiny_run), "--quantize", "none", "--format", "onnx", "--no-verify", "--out", str(blocker / "export"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error:") and str(blocker) in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 def test_no_verify_publishes_unverified_artifacts(tiny_run, tmp_path):
     results = convert_run(ConvertOptions(run=tiny_run, quantize="none", format="onnx", verify=False, out=tmp_path))
     assert [(r.name, r.status) for r in results] == [("model_fp32.onnx", "unverified")]

@@ -95,6 +95,15 @@ def test_existing_run_folder_is_not_overwritten_by_accident(tiny_run, tiny_kaggl
     assert (tiny_run / "model.keras").read_bytes() == before
 
 
+def test_an_unwritable_run_folder_is_one_line_before_any_work(tiny_kaggle, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("train", "--data", tiny_kaggle, "--out", blocker / "run", "--epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot create the run folder {blocker / 'run'}" in result.stderr
+    assert "decod" not in result.stderr.lower() and "validation" not in result.stderr
+
+
 def test_crop_and_augmentation_options_reach_the_metadata_and_nonsense_is_refused(tiny_kaggle, tmp_path):
     from edgecxr.edge_runtime.metadata import read_metadata
 

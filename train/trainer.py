@@ -101,7 +101,10 @@ def prepare_run_folder(out: Path, overwrite: bool) -> Path:
         raise EdgecxrError(f"run folder {out} already exists; pick another --out or pass --overwrite")
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:  # found now, not after minutes of training
+        raise EdgecxrError(f"cannot create the run folder {out}: {exc.strerror or exc}") from exc
     return staging
 
 
