@@ -137,6 +137,8 @@ BACKENDS = {".tflite": TFLiteBackend, ".onnx": OnnxBackend}
 def open_backend(path: str | Path, threads: int | None = None, trust: bool = False):
     """The backend for a .tflite or .onnx file, with its metadata checked against the file."""
     path = Path(path)
+    if not path.exists():  # a mistyped path, not a wrong format: say so
+        raise EdgecxrError(f"model file not found: {path}")
     backend = BACKENDS.get(path.suffix.lower())
     if backend is None:
         raise EdgecxrError(

@@ -103,8 +103,11 @@ def test_usage_errors_exit_2(models, tiny_kaggle, tmp_path, monkeypatch, capsys)
     empty.mkdir()
     code, _, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], empty)
     assert code == 2 and "no images found" in err
+    (tmp_path / "model.h5").write_bytes(b"HDF")
     code, _, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "model.h5", folder)
     assert code == 2 and ".tflite and .onnx" in err
+    code, _, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "no-such-model", folder)
+    assert code == 2 and f"model file not found: {tmp_path / 'no-such-model'}" in err
 
 
 def copy_model(model: Path, target_dir: Path) -> Path:
@@ -163,3 +166,6 @@ def test_doctor_reports_runtime_and_model(models, tmp_path, monkeypatch, capsys)
     metadata_path(broken).unlink()
     code, _, err = run_cli(monkeypatch, capsys, "doctor", broken)
     assert code == 2 and "model NOT OK" in err and "no metadata" in err
+    code, _, err = run_cli(monkeypatch, capsys, "doctor", tmp_path / "no-such-model")
+    unwrapped = "".join(err.split())  # rich wraps the table's lines
+    assert code == 2 and "".join(f"model file not found: {tmp_path / 'no-such-model'}".split()) in unwrapped
