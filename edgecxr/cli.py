@@ -33,11 +33,9 @@ def main() -> None:
     """Entry point: a user error is one red line and exit code 2, never a traceback."""
     try:
         app()
-    except EdgecxrError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except OSError as exc:
-        # A full disk or an unwritable output path is the machine's state, not a bug: say which file.
+    except (EdgecxrError, OSError) as exc:
+        # OSError too: a full disk or an output path under a file is the machine's state, not a
+        # bug, and its message names the file.
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
