@@ -13,10 +13,11 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: float(labels.size / (2 * counts[c])) for c in range(2) if counts[c]}
 
 
-def image_weights(labels: np.ndarray, weight_of: dict[int, float] | None) -> np.ndarray:
-    """Each image's class weight (all ones without class weights), for `fit` as sample weights."""
-    if not weight_of:
+def image_weights(labels: np.ndarray, balanced: bool) -> np.ndarray:
+    """Each image's class weight (all ones unless `balanced`), for `fit` as sample weights."""
+    if not balanced:
         return np.ones(len(labels), dtype=np.float32)
+    weight_of = class_weights(labels)
     return np.asarray([weight_of.get(int(c), 1.0) for c in labels], dtype=np.float32)
 
 

@@ -38,7 +38,7 @@ def quantization_aware_run(source: Path, out: Path, config, overwrite: bool = Fa
     from .pixel_cache import load_pixels
     from .quantization_aware import (Int8Runner, calibrate_ranges, fit_consistent, int8_tflite,
                                      paired_activations)
-    from .fitting import class_weights, image_weights
+    from .fitting import image_weights
     from .trainer import MODEL_FILE, predict_pixels, prepare_run_folder, publish_run_folder
     from .transfer_training import find_cut
 
@@ -67,7 +67,7 @@ def quantization_aware_run(source: Path, out: Path, config, overwrite: bool = Fa
                   for p in range(config.augment_passes)]
         validation = (paired_activations(cut.bottom, runner, val_set.pixels, spec,
                                          description="float and int8 bottom, validation"), val_set.labels)
-        weights = image_weights(train_set.labels, class_weights(train_set.labels))
+        weights = image_weights(train_set.labels, balanced=True)
         history = fit_consistent(cut.top, ranges, passes, train_set.labels, weights, validation, config,
                                  training["label_smoothing"], training["seed"])
         seconds = time.perf_counter() - started

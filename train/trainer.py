@@ -21,7 +21,7 @@ from edgecxr.edge_runtime.versions import package_versions
 from . import plots
 from .augment import augment_batch, mix_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
-from .fitting import batches_per_epoch, class_weights, compile_classifier, fit_callbacks, image_weights
+from .fitting import batches_per_epoch, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
 from .model_specs import get_model_spec
 from .pixel_cache import PixelSet, load_pixels
@@ -57,7 +57,7 @@ def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
     import tensorflow as tf
 
     labels = splits.train.labels
-    weights = image_weights(labels, class_weights(labels) if config.class_weights else None)
+    weights = image_weights(labels, config.class_weights)
 
     def prepare_train(batch, seed):
         pixels, labels, weights = batch
@@ -144,8 +144,7 @@ def train(config: TrainConfig) -> Path:
         transfer_details = None
         if model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
             started = time.perf_counter()
-            history, transfer_details = fit_transfer(
-                model, splits, spec, config, class_weights(splits.train.labels) if config.class_weights else None)
+            history, transfer_details = fit_transfer(model, splits, spec, config)
         else:
             steps = batches_per_epoch(len(splits.train.labels), config.batch_size)
             compile_classifier(model, config.learning_rate, config.epochs * steps, config.label_smoothing)

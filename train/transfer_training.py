@@ -193,8 +193,7 @@ def _fit_phase(top, data, steps: int, validation, epochs: int, learning_rate: fl
     return {k: [float(v) for v in values] for k, values in history.items()}
 
 
-def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig,
-                 class_weight: dict[int, float] | None) -> tuple[dict, dict]:
+def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig) -> tuple[dict, dict]:
     """Train `model` in place with config.strategy. Returns (history, details for the metadata)."""
     cut = find_cut(model, config.strategy, config.fine_tune_from)
     augment = config.augment if config.augment.enabled else None
@@ -208,7 +207,7 @@ def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig,
                   f"in {feature_seconds:.0f}s", highlight=False)
 
     labels = splits.train.labels
-    weights = image_weights(labels, class_weight)
+    weights = image_weights(labels, config.class_weights)
     data = pass_batches(passes, labels, weights, config.batch_size, config.seed)
     steps = batches_per_epoch(len(labels), config.batch_size)
     validation = (val_features, splits.val.labels[:, None].astype(np.float32))
