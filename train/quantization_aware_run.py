@@ -67,7 +67,8 @@ def quantization_aware_run(source: Path, out: Path, config, overwrite: bool = Fa
                   for p in range(config.augment_passes)]
         validation = (paired_activations(cut.bottom, runner, val_set.pixels, spec,
                                          description="float and int8 bottom, validation"), val_set.labels)
-        weights = image_weights(train_set.labels, balanced=True)
+        # As the source run was weighted: tuning must not change which class errors cost more.
+        weights = image_weights(train_set.labels, training.get("class_weights", True))
         history = fit_consistent(cut.top, ranges, passes, train_set.labels, weights, validation, config,
                                  training["label_smoothing"], training["seed"])
         seconds = time.perf_counter() - started
