@@ -148,3 +148,27 @@ def test_train_batches_carry_class_weights_and_mixup_blends_them(tmp_path):
     assert ((soft > 0.01) & (soft < 0.99)).any()
     assert np.allclose(x[:, 0, 0, 0], soft, atol=1e-5)  # pixel 255 * share, scaled by 1/255
     assert np.allclose(w, soft * 2 / 3 + (1 - soft) * 2.0, atol=1e-5)
+
+
+def test_early_stopping_neither_stops_nor_keeps_weights_in_the_first_half_of_the_schedule():
+    import keras
+
+    from edgecxr.train.fitting import best_epoch_index, fit_callbacks
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stopper = next(c for c in fit_callbacks(epochs=8, steps=1, patience=3)
+                   if isinstance(c, keras.callbacks.EarlyStopping))
+    stopper.set_model(model)
+    model.stop_training = False  # what fit() sets before the first epoch
+    # A lucky first epoch, then the jumps of the high-rate start: patience alone stops at epoch 4
+    # and keeps epoch 1's weights.
+    val_losses = [0.2, 0.9, 0.9, 0.9, 0.5, 0.4, 0.45, 0.6]
+    stopper.on_train_begin()
+    for epoch, loss in enumerate(val_losses):
+        model.set_weights([np.full(w.shape, epoch, dtype=np.float32) for w in model.get_weights()])
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+        assert not model.stop_training, f"stopped after epoch {epoch + 1}"
+    stopper.on_train_end()
+    assert float(model.get_weights()[0][0, 0]) == 5  # the best of the second half, epoch 6
+    assert best_epoch_index(val_losses, epochs=8) == 5
+    assert best_epoch_index([0.2, 0.9], epochs=8) == 1  # stopped short of the second half: its last epoch

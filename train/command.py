@@ -28,7 +28,8 @@ def train(
     val_fraction: float = typer.Option(0.15, min=0.01, max=0.9, help="Share of train/ patients for validation."),
     target_sensitivity: float = typer.Option(0.95, min=0.5, max=1.0,
                                              help="Threshold = highest one with this validation sensitivity."),
-    patience: int = typer.Option(3, min=1, help="Early-stopping patience in epochs."),
+    patience: int = typer.Option(3, min=1, help="Early-stopping patience in epochs, counted in the second half "
+                                 "of each training phase (its first half can neither stop it nor be kept)."),
     class_weights: bool = typer.Option(True, help="Weight classes by inverse frequency."),
     label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5, help="Soft targets 0+s/2 and 1-s/2."),
     equalize: str = typer.Option("histogram", help="Exposure normalisation: histogram or none."),

@@ -41,11 +41,28 @@ def compile_classifier(model, learning_rate: float, total_steps: int, label_smoo
     )
 
 
+def first_selectable_epoch(epochs: int) -> int:
+    """0-based index of the first epoch whose weights a phase of `epochs` may keep or stop after.
+
+    The cosine schedule starts at its highest rate, where validation loss still jumps while the
+    weights and BatchNorm statistics move fast. With patience alone, one lucky first epoch and three
+    jumps ended a run on its first-epoch weights (validation AUC 0.964; 0.998 when it trained on).
+    """
+    return epochs // 2
+
+
+def best_epoch_index(val_losses: list[float], epochs: int) -> int:
+    """0-based index of the epoch whose weights early stopping keeps in a phase of `epochs`."""
+    start = min(first_selectable_epoch(epochs), len(val_losses) - 1)
+    return start + int(np.argmin(val_losses[start:]))
+
+
 def fit_callbacks(epochs: int, steps: int, patience: int) -> list:
     """Early stopping on validation loss (best weights restored) and the rich progress display."""
     import keras
 
     return [
-        keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True,
+                                      start_from_epoch=first_selectable_epoch(epochs)),
         RichProgress(epochs, steps),
     ]

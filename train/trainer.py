@@ -21,7 +21,7 @@ from edgecxr.edge_runtime.versions import package_versions
 from . import plots
 from .augment import augment_batch, mix_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
-from .fitting import batches_per_epoch, compile_classifier, fit_callbacks, image_weights
+from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
 from .model_specs import get_model_spec
 from .pixel_cache import PixelSet, load_pixels
@@ -159,7 +159,8 @@ def train(config: TrainConfig) -> Path:
         val_probs = predict_pixels(model, splits.val.pixels, spec)
         threshold = pick_threshold(splits.val.labels, val_probs, config.target_sensitivity)
         val_metrics = binary_metrics(splits.val.labels, val_probs, threshold)
-        best_epoch = int(np.argmin(history["val_loss"])) + 1
+        best_epoch = (transfer_details["best_epoch"] if transfer_details
+                      else best_epoch_index(history["val_loss"], config.epochs) + 1)
 
         model_path = staging / MODEL_FILE
         with atomic_path(model_path) as tmp:

@@ -26,7 +26,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 
 from .augment import AugmentConfig, augment_batch
-from .fitting import batches_per_epoch, compile_classifier, fit_callbacks, image_weights
+from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
 from .transfer import HEAD_LAYERS
 
@@ -216,13 +216,15 @@ def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig) -> tu
     console.print(f"phase 1: head only ({head_parameters} trainable parameters)", highlight=False)
     history = _fit_phase(cut.top, data, steps, validation, head_epochs, config.learning_rate, config.patience,
                          config.label_smoothing)
+    head_best_index = best_epoch_index(history["val_loss"], head_epochs)
     details = {
         "strategy": config.strategy, "weights": config.weights or "imagenet", "cut_layer": cut.layer,
         "augment_passes": passes_wanted, "feature_cache_seconds": round(feature_seconds, 1),
         "head_epochs_run": len(history["loss"]), "head_trainable_parameters": head_parameters,
+        "best_epoch": head_best_index + 1,  # 1-based over both phases, as the history lists them
     }
     if config.strategy == "fine-tune":
-        head_best, head_weights = min(history["val_loss"]), cut.top.get_weights()
+        head_best, head_weights = history["val_loss"][head_best_index], cut.top.get_weights()
         tuned_parameters = _set_trainable(cut.top, head_only=False,
                                           freeze_batchnorm=(config.weights or "imagenet").lower() != "none")
         rate = config.learning_rate * config.fine_tune_lr_factor
@@ -230,12 +232,16 @@ def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig) -> tu
                       f"({tuned_parameters} trainable parameters)", highlight=False)
         tuned = _fit_phase(cut.top, data, steps, validation, config.epochs, rate, config.patience,
                            config.label_smoothing)
-        if min(tuned["val_loss"]) > head_best:
+        tuned_best_index = best_epoch_index(tuned["val_loss"], config.epochs)
+        kept_head = tuned["val_loss"][tuned_best_index] > head_best
+        if kept_head:
             console.print("fine-tuning did not beat the head alone on validation loss; keeping the head-only weights",
                           highlight=False)
             cut.top.set_weights(head_weights)
+        else:
+            details["best_epoch"] = len(history["loss"]) + tuned_best_index + 1
         history = {k: history.get(k, []) + tuned.get(k, []) for k in dict.fromkeys([*history, *tuned])}
         details.update({"fine_tune_epochs_run": len(tuned["loss"]), "fine_tune_learning_rate": rate,
                         "fine_tune_trainable_parameters": tuned_parameters,
-                        "kept_head_only_weights": bool(min(tuned["val_loss"]) > head_best)})
+                        "kept_head_only_weights": bool(kept_head)})
     return history, details
