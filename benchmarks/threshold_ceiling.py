@@ -35,18 +35,12 @@ def best_threshold_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tu
 
 def ceiling_row(model_path: Path, data: Path | None) -> dict:
     from edgecxr.data_location import resolve_data_dir
-    from edgecxr.edge_runtime.folders import labelled_images
     from edgecxr.edge_runtime.metrics import binary_metrics
-    from edgecxr.edge_runtime.preprocessing import scale_pixels
-    from edgecxr.train.dataset import evaluation_folder
-    from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
-    from edgecxr.train.pixel_cache import load_pixels
+    from edgecxr.train.evaluate import score_folder
+    from edgecxr.train.keras_backend import open_any_model
 
     model = open_any_model(model_path)
-    spec = model.metadata.preprocessing
-    folder = evaluation_folder(resolve_data_dir(data))
-    images = load_pixels(labelled_images(folder), spec, f"decoding {folder}")
-    probabilities = predict_proba_batched(model, scale_pixels(images.pixels.astype(np.float32), spec))
+    folder, images, probabilities = score_folder(model, resolve_data_dir(data))
     stored = binary_metrics(images.labels, probabilities, model.metadata.threshold)
     ceiling, threshold = best_threshold_accuracy(images.labels, probabilities)
     return {"model": str(model_path), "data": str(folder), "n_images": int(len(images.labels)),

@@ -14,7 +14,7 @@ from edgecxr.edge_runtime.preprocessing import scale_pixels
 from . import plots
 from .dataset import evaluation_folder
 from .keras_backend import open_any_model, predict_proba_batched
-from .pixel_cache import load_pixels
+from .pixel_cache import PixelSet, load_pixels
 
 
 def resolve_model_path(run_or_model: Path) -> Path:
@@ -30,14 +30,19 @@ def resolve_model_path(run_or_model: Path) -> Path:
     return path
 
 
-def evaluate(run_or_model: Path, data: Path, plots_dir: Path | None = None, trust: bool = False) -> dict:
-    model_path = resolve_model_path(run_or_model)
-    backend = open_any_model(model_path, trust=trust)
+def score_folder(backend, data: Path) -> tuple[Path, PixelSet, np.ndarray]:
+    """The evaluation folder for `data`, its decoded labelled images, and the model's probabilities."""
     spec = backend.metadata.preprocessing
     folder = evaluation_folder(data)
     pixel_set = load_pixels(labelled_images(folder), spec, f"decoding {folder}")
-    inputs = scale_pixels(pixel_set.pixels.astype(np.float32), spec)
-    probabilities = predict_proba_batched(backend, inputs)
+    probabilities = predict_proba_batched(backend, scale_pixels(pixel_set.pixels.astype(np.float32), spec))
+    return folder, pixel_set, probabilities
+
+
+def evaluate(run_or_model: Path, data: Path, plots_dir: Path | None = None, trust: bool = False) -> dict:
+    model_path = resolve_model_path(run_or_model)
+    backend = open_any_model(model_path, trust=trust)
+    folder, pixel_set, probabilities = score_folder(backend, data)
     threshold = backend.metadata.threshold
     result = binary_metrics(pixel_set.labels, probabilities, threshold)
     result.update({
