@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecxr.edge_runtime.batching import predict_in_batches
+
 FIRST_PREDICTION_MARKER = "EDGECXR_BENCH_FIRST_PREDICTION"
-EVAL_BATCH = 64
 # The Keras reference is timed two ways; the edge backends have one way to call them.
 KERAS_MODES = ("predict", "call")
 
@@ -98,7 +99,7 @@ class KerasModel:
         model = self.backend.model
         return {
             "predict": lambda x: model.predict(x, verbose=0),
-            "call": self.backend.predict_proba,
+            "call": lambda x: model(x, training=False),
         }
 
     def versions(self) -> dict:
@@ -204,8 +205,7 @@ def run(args: argparse.Namespace) -> dict:
                       preprocess_ms_p95=float(np.percentile(ms, 95)))
 
         stage = "evaluation"
-        probabilities = np.concatenate([model.predict_proba(inputs[i:i + EVAL_BATCH])
-                                        for i in range(0, len(inputs), EVAL_BATCH)])
+        probabilities = predict_in_batches(model.predict_proba, inputs)
         if not np.all(np.isfinite(probabilities)):
             raise RuntimeError("the model returned non-finite probabilities")
         np.save(Path(args.out) / "probabilities.npy", probabilities)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecxr.edge_runtime.batching import batch_size_for, memory_budget_bytes
 from edgecxr.edge_runtime.errors import EdgecxrError
 
 MODES = ("off", "logit", "layers")
@@ -91,7 +92,7 @@ def rounded_per_channel(kernel: np.ndarray, channels: int, levels: int) -> np.nd
     return (np.clip(np.round(flat / step), -levels, levels) * step).reshape(kernel.shape)
 
 
-def convolution_input_means(model, inputs: np.ndarray, batch_size: int = 50) -> dict[str, np.ndarray]:
+def convolution_input_means(model, inputs: np.ndarray) -> dict[str, np.ndarray]:
     """Convolution name -> its input averaged over `inputs` (per position and channel), for every
     convolution whose BatchNorm folds into it."""
     import keras
@@ -103,8 +104,10 @@ def convolution_input_means(model, inputs: np.ndarray, batch_size: int = 50) -> 
         return {}
     probe = keras.Model(model.input, [model.get_layer(n).input for n in names])
     sums = [0.0] * len(names)
+    # The probe returns every convolution's input at once: the budget is shared among them.
+    batch_size = batch_size_for(inputs.shape[1:], memory_budget_bytes() // 4)
     for start in range(0, len(inputs), batch_size):
-        outputs = probe(inputs[start:start + batch_size], training=False)
+        outputs = probe.predict_on_batch(inputs[start:start + batch_size])
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         sums = [total + np.asarray(out, dtype=np.float64).sum(axis=0) for total, out in zip(sums, outputs)]
     return {name: total / len(inputs) for name, total in zip(names, sums)}

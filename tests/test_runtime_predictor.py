@@ -23,14 +23,15 @@ def test_predictions_equal_the_evaluation_pipeline(tiny_run, tiny_kaggle, artifa
     batched = [r.probability for r in predictor.predict_many([s.path for s in samples], batch_size=7)]
     np.testing.assert_allclose(batched, one_by_one, atol=1e-6, rtol=0)
 
-    # The evaluation path decodes through the pixel cache and runs batches of 64: same preprocessing code.
-    from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
+    # The evaluation path decodes through the pixel cache and runs memory-sized batches: same preprocessing code.
+    from edgecxr.edge_runtime.batching import predict_in_batches
+    from edgecxr.train.keras_backend import open_any_model
     from edgecxr.train.pixel_cache import load_pixels
     from edgecxr.edge_runtime.preprocessing import scale_pixels
 
     spec = predictor.spec
     pixel_set = load_pixels(samples, spec, "decoding")
-    reference = predict_proba_batched(open_any_model(model), scale_pixels(pixel_set.pixels.astype(np.float32), spec))
+    reference = predict_in_batches(open_any_model(model).predict_proba, scale_pixels(pixel_set.pixels.astype(np.float32), spec))
     np.testing.assert_allclose(one_by_one, reference, atol=1e-6, rtol=0)
 
     truth = [s.label == LABELS.index("PNEUMONIA") for s in samples]

@@ -6,28 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.folders import LABELS, labelled_images
 from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.edge_runtime.preprocessing import scale_pixels
+from edgecxr.edge_runtime.run_folder import model_file
 
 from . import plots
 from .dataset import evaluation_folder
-from .keras_backend import open_any_model, predict_proba_batched
+from .keras_backend import open_any_model
 from .pixel_cache import PixelSet, load_pixels
-
-
-def resolve_model_path(run_or_model: Path) -> Path:
-    """A run folder means its model.keras; a file is taken as it is."""
-    path = Path(run_or_model)
-    if path.is_dir():
-        candidate = path / "model.keras"
-        if not candidate.is_file():
-            raise EdgecxrError(f"{path} is not a run folder (no model.keras inside)")
-        return candidate
-    if not path.is_file():
-        raise EdgecxrError(f"model or run folder not found: {path}")
-    return path
 
 
 def score_folder(backend, data: Path) -> tuple[Path, PixelSet, np.ndarray]:
@@ -35,12 +23,13 @@ def score_folder(backend, data: Path) -> tuple[Path, PixelSet, np.ndarray]:
     spec = backend.metadata.preprocessing
     folder = evaluation_folder(data)
     pixel_set = load_pixels(labelled_images(folder), spec, f"decoding {folder}")
-    probabilities = predict_proba_batched(backend, scale_pixels(pixel_set.pixels.astype(np.float32), spec))
+    probabilities = predict_in_batches(backend.predict_proba, pixel_set.pixels,
+                                       prepare=lambda batch: scale_pixels(batch.astype(np.float32), spec))
     return folder, pixel_set, probabilities
 
 
 def evaluate(run_or_model: Path, data: Path, plots_dir: Path | None = None, trust: bool = False) -> dict:
-    model_path = resolve_model_path(run_or_model)
+    model_path = model_file(run_or_model)
     backend = open_any_model(model_path, trust=trust)
     folder, pixel_set, probabilities = score_folder(backend, data)
     threshold = backend.metadata.threshold
