@@ -15,9 +15,9 @@ import numpy as np
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LabelledImage, has_class_folders, labelled_images
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
+from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.train.pixel_cache import load_pixels
 
-from .run_folder import RunFolder
 
 DEFAULT_CALIBRATION_SIZE = 300
 DEFAULT_VERIFY_SIZE = 500

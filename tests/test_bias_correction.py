@@ -12,7 +12,7 @@ from edgecxr.convert.bias_correction import (MIN_IMAGES, convolution_input_means
                                             logit_shifted_copy, logits, rounded_per_channel)
 from edgecxr.convert.calibration import calibration_set, verification_set
 from edgecxr.convert.exporter import ConvertOptions, convert_run
-from edgecxr.convert.run_folder import RunFolder
+from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.metadata import read_metadata, sha256_file, write_metadata

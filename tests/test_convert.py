@@ -17,7 +17,7 @@ from edgecxr.convert.calibration import calibration_folder, calibration_set, str
 from edgecxr.convert.exporter import ConvertOptions, build_file, convert_run, failure_message
 from edgecxr.convert.fidelity import compare
 from edgecxr.convert.plan import plan_artifacts
-from edgecxr.convert.run_folder import RunFolder
+from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.convert.verify import problems, verification_table
 from edgecxr.edge_runtime.backends import TFLiteBackend, open_backend
 from edgecxr.edge_runtime.errors import EdgecxrError

@@ -37,6 +37,7 @@ class TrainConfig:
     fine_tune_lr_factor: float = 0.1
     augment_passes: int = 3
     overwrite: bool = False
+    resume: bool = False  # finish a run whose training ended but whose last steps failed
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecxr.edge_runtime import run_folder
 from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
+from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LABELS, POSITIVE_LABEL, labelled_images
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
 from edgecxr.edge_runtime.metrics import binary_metrics, pick_threshold
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
+from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, TRAINED_FILE
 from edgecxr.edge_runtime.versions import package_versions
 
 from . import plots
@@ -23,13 +27,11 @@ from .augment import augment_batch, mix_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
 from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
+from .keras_backend import compiled_predict
 from .model_specs import get_model_spec
 from .pixel_cache import PixelSet, load_pixels
 from .transfer_training import check_options as check_transfer_options
 from .transfer_training import fit_transfer
-
-MODEL_FILE = "model.keras"
-
 
 @dataclass
 class Splits:
@@ -87,36 +89,58 @@ def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
     return train, val
 
 
-def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec, batch_size: int = 256) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(pixels), batch_size):
-        batch = scale_pixels(pixels[start:start + batch_size].astype(np.float32), spec)
-        outputs.append(np.asarray(model(batch, training=False)).reshape(-1))
-    return np.concatenate(outputs).astype(np.float64)
+def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Probabilities for uint8 pixels, scaled one memory-sized batch at a time."""
+    return predict_in_batches(compiled_predict(model), pixels,
+                              prepare=lambda batch: scale_pixels(batch.astype(np.float32), spec))
 
 
-def prepare_run_folder(out: Path, overwrite: bool) -> Path:
-    """A fresh staging folder; the run appears at `out` only once everything is written."""
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EdgecxrError(f"run folder {out} already exists; pick another --out or pass --overwrite")
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
-    except OSError as exc:  # found now, not after minutes of training
-        raise EdgecxrError(f"cannot create the run folder {out}: {exc.strerror or exc}") from exc
-    return staging
-
-
-def publish_run_folder(staging: Path, out: Path) -> None:
-    if out.exists():
-        retired = out.with_name(f".{out.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        out.rename(retired)
-        staging.rename(out)
-        shutil.rmtree(retired, ignore_errors=True)
+def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> dict:
+    """Train `model` in place; returns the facts the run records (history, time, best epoch)."""
+    started = time.perf_counter()
+    transfer_details = None
+    if model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
+        history, transfer_details = fit_transfer(model, splits, spec, config)
     else:
-        staging.rename(out)
+        steps = batches_per_epoch(len(splits.train.labels), config.batch_size)
+        compile_classifier(model, config.learning_rate, config.epochs * steps, config.label_smoothing)
+        train_ds, val_ds = make_datasets(splits, spec, config)
+        callbacks = fit_callbacks(config.epochs, steps, config.patience)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
+                            callbacks=callbacks, shuffle=False).history
+    train_seconds = time.perf_counter() - started
+    history = {k: [float(v) for v in values] for k, values in history.items()}
+    best_epoch = (transfer_details["best_epoch"] if transfer_details
+                  else best_epoch_index(history["val_loss"], config.epochs) + 1)
+    return {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
+            "transfer": transfer_details}
+
+
+def resume_key(config: TrainConfig) -> dict:
+    """What must match between a run and its --resume: everything that decides the weights, as
+    JSON gives it back."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("overwrite", "resume")}
+    return json.loads(json.dumps(settings))
+
+
+def save_trained(model, facts: dict, key: dict, staging: Path) -> None:
+    """The trained model and its facts, in the staging folder before anything else can fail."""
+    with atomic_path(staging / MODEL_FILE) as tmp:
+        model.save(tmp)
+    write_json_atomic(staging / TRAINED_FILE, {**facts, "config": key})
+
+
+def load_trained(config: TrainConfig, key: dict, staging: Path):
+    """The model and facts a finished training left in `staging`, if it was the same command."""
+    import keras
+
+    record = json.loads((staging / TRAINED_FILE).read_text(encoding="utf-8"))
+    wanted, found = key, record.pop("config", {})
+    differ = sorted(k for k in set(wanted) | set(found) if wanted.get(k) != found.get(k))
+    if differ:
+        raise EdgecxrError(f"cannot resume {config.out}: its training used other settings "
+                           f"({', '.join(differ)}); run the same command, or drop --resume to retrain")
+    return keras.models.load_model(staging / MODEL_FILE, compile=False), record
 
 
 def train(config: TrainConfig) -> Path:
@@ -126,7 +150,9 @@ def train(config: TrainConfig) -> Path:
     model_spec = get_model_spec(config.arch)
     spec = model_spec.preprocess_spec(config.image_size, config.equalize, config.crop)
     config.out = Path(config.out)
-    staging = prepare_run_folder(config.out, config.overwrite)
+    staging = run_folder.create_staging(config.out, config.overwrite, config.resume)
+    key = resume_key(config)
+    trained = False
     try:
         keras.utils.set_random_seed(config.seed)
         splits = load_splits(config, spec)
@@ -139,32 +165,23 @@ def train(config: TrainConfig) -> Path:
             f"NORMAL/PNEUMONIA), validation {len(splits.val.labels)} from {splits.source}; "
             f"{skipped} file(s) skipped", highlight=False)
 
-        check_transfer_options(config, model_spec.transfer)
-        model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
-        transfer_details = None
-        if model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
-            started = time.perf_counter()
-            history, transfer_details = fit_transfer(model, splits, spec, config)
+        if config.resume:
+            model, facts = load_trained(config, key, staging)
+            console.print(f"resuming from the model trained in {staging}", highlight=False)
         else:
-            steps = batches_per_epoch(len(splits.train.labels), config.batch_size)
-            compile_classifier(model, config.learning_rate, config.epochs * steps, config.label_smoothing)
-            train_ds, val_ds = make_datasets(splits, spec, config)
-            callbacks = fit_callbacks(config.epochs, steps, config.patience)
-            started = time.perf_counter()
-            history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
-                                callbacks=callbacks, shuffle=False).history
-        train_seconds = time.perf_counter() - started
-        history = {k: [float(v) for v in values] for k, values in history.items()}
+            check_transfer_options(config, model_spec.transfer)
+            model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
+            facts = fit(model, model_spec, splits, spec, config)
+            save_trained(model, facts, key, staging)
+        trained = True
+        history, train_seconds = facts["history"], facts["train_seconds"]
+        best_epoch, transfer_details = facts["best_epoch"], facts["transfer"]
 
         val_probs = predict_pixels(model, splits.val.pixels, spec)
         threshold = pick_threshold(splits.val.labels, val_probs, config.target_sensitivity)
         val_metrics = binary_metrics(splits.val.labels, val_probs, threshold)
-        best_epoch = (transfer_details["best_epoch"] if transfer_details
-                      else best_epoch_index(history["val_loss"], config.epochs) + 1)
 
         model_path = staging / MODEL_FILE
-        with atomic_path(model_path) as tmp:
-            model.save(tmp)
         metadata = ModelMetadata(
             labels=list(LABELS), positive_label=POSITIVE_LABEL, threshold=threshold, preprocessing=spec,
             format="keras", quantization="none", arch=config.arch,
@@ -182,8 +199,8 @@ def train(config: TrainConfig) -> Path:
             },
         )
         write_metadata(model_path, metadata)
-        write_json_atomic(staging / "history.json", history)
-        write_json_atomic(staging / "metrics.json", {
+        write_json_atomic(staging / HISTORY_FILE, history)
+        write_json_atomic(staging / METRICS_FILE, {
             "validation": val_metrics,
             "validation_source": splits.source,
             "n_train": int(len(splits.train.labels)),
@@ -194,7 +211,7 @@ def train(config: TrainConfig) -> Path:
             "train_seconds": round(train_seconds, 1),
         })
         # Absolute paths: convert and bench read this file from wherever they are run.
-        write_json_atomic(staging / "split.json", {
+        write_json_atomic(staging / SPLIT_FILE, {
             "source": splits.source,
             "train": [str(Path(p).resolve()) for p in splits.train.paths],
             "validation": [str(Path(p).resolve()) for p in splits.val.paths]})
@@ -202,9 +219,14 @@ def train(config: TrainConfig) -> Path:
         plots.plot_confusion_matrix(val_metrics["confusion_matrix"], LABELS, staging / "confusion_matrix_val.png",
                                     f"validation (threshold {threshold:.3f})")
         plots.plot_roc(splits.val.labels, val_probs, threshold, staging / "roc_val.png", "validation ROC")
-        publish_run_folder(staging, config.out)
+        (staging / TRAINED_FILE).unlink()
+        run_folder.publish(staging, config.out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if trained:
+            console.print(f"[yellow]the trained model is kept in {staging}[/yellow]: finish this run with the "
+                          f"same command and --resume (no retraining)", highlight=False)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     console.print(
         f"[green]trained[/green] {config.arch} in {train_seconds:.0f}s ({len(history['loss'])} epochs, best "
