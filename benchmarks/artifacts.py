@@ -12,14 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.formats import EDGE_SUFFIXES, QUANT_TAGS, format_of_file
 from edgecxr.edge_runtime.metadata import ModelMetadata, read_metadata
+from edgecxr.edge_runtime.run_folder import EXPORT_DIR, MODEL_FILE, VERIFY_FILE, require_run_folder
 
-REFERENCE_FILE = "model.keras"
-EXPORT_DIR = "export"
-VERIFY_FILE = "verify.json"
-EDGE_SUFFIXES = (".tflite", ".onnx")
-# Quantization names in the metadata, and the tags used in file names and on the command line.
-QUANT_TAGS = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
 STATUS_ICONS = {"ok": "✅", "unverified": "❎", "failed": "❌"}
 
 
@@ -47,10 +43,8 @@ class Candidate:
 
 def guess_from_name(path: Path) -> tuple[str, str]:
     """(format, quantization) from a name like model_int8.tflite, for files without usable metadata."""
-    format = path.suffix.lstrip(".")
-    tag = path.stem.rsplit("_", 1)[-1]
-    quantization = {v: k for k, v in QUANT_TAGS.items()}.get(tag, "unknown")
-    return format, quantization
+    row = format_of_file(path)
+    return (row.format, row.quantization) if row else (path.suffix.lstrip("."), "unknown")
 
 
 def read_verify_report(export_dir: Path) -> dict:
@@ -65,8 +59,8 @@ def read_verify_report(export_dir: Path) -> dict:
 
 
 def reference_candidate(run: Path) -> Candidate:
-    path = run / REFERENCE_FILE
-    candidate = Candidate(REFERENCE_FILE, path, "keras", "none")
+    path = run / MODEL_FILE
+    candidate = Candidate(MODEL_FILE, path, "keras", "none")
     try:
         candidate.metadata = read_metadata(path)
     except EdgecxrError as exc:
@@ -97,11 +91,7 @@ def edge_candidate(path: Path, verified: dict, latest_failure: dict | None) -> C
 
 def discover(run: Path) -> list[Candidate]:
     """The Keras reference first, then every artifact of RUN/export/ and every failed export."""
-    run = Path(run)
-    if not run.is_dir():
-        raise EdgecxrError(f"run folder not found: {run}")
-    if not (run / REFERENCE_FILE).is_file():
-        raise EdgecxrError(f"{run} is not a run folder: no {REFERENCE_FILE} inside (train one with edgecxr train)")
+    run = require_run_folder(run)
     candidates = [reference_candidate(run)]
     export_dir = run / EXPORT_DIR
     report = read_verify_report(export_dir)

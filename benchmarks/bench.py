@@ -123,7 +123,7 @@ def run_bench(config: BenchConfig) -> dict:
         "schema": SCHEMA,
         "command": config.command,
         "run": str(config.run),
-        "reference": artifacts.REFERENCE_FILE,
+        "reference": artifacts.MODEL_FILE,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info,
         "settings": {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .artifacts import QUANT_TAGS
+from edgecxr.edge_runtime.formats import QUANT_TAGS
 from .machine import describe
 
 # (header, row key, format)

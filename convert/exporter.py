@@ -19,11 +19,14 @@ import numpy as np
 
 from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecxr.edge_runtime.backends import BACKENDS
+from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
+from edgecxr.edge_runtime.formats import EXPORT_FORMATS
+from edgecxr.edge_runtime.run_folder import EXPORT_DIR, VERIFY_FILE, RunFolder
 from edgecxr.edge_runtime.versions import package_versions
-from edgecxr.train.keras_backend import KerasBackend, predict_proba_batched
+from edgecxr.train.keras_backend import KerasBackend, compiled_predict
 
 from . import onnx_export, tflite_export
 from .bias_correction import MODES, convolution_input_means, layer_corrected_copy, logit_gap, logit_shifted_copy
@@ -32,11 +35,9 @@ from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSe
 from .fidelity import compare
 from .keras_graph import export_saved_model, serving_function
 from .plan import ArtifactPlan, plan_artifacts
-from .run_folder import RunFolder
 from .tensor_info import onnx_io, tflite_io
-from .verify import TOLERANCES, problems
+from .verify import problems
 
-VERIFY_FILE = "verify.json"
 
 
 @dataclass
@@ -55,7 +56,7 @@ class ConvertOptions:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out is not None else Path(self.run) / "export"
+        return Path(self.out) if self.out is not None else Path(self.run) / EXPORT_DIR
 
 
 @dataclass
@@ -120,7 +121,7 @@ class ExportContext:
     def calibration_reference(self) -> np.ndarray:
         """The Keras model's probabilities on the calibration images, computed once."""
         if self._calibration_reference is None:
-            self._calibration_reference = predict_model_batched(self.keras_model, self.calibration.inputs)
+            self._calibration_reference = predict_in_batches(compiled_predict(self.keras_model), self.calibration.inputs)
         return self._calibration_reference
 
     def convolution_input_means(self) -> dict:
@@ -134,11 +135,6 @@ class ExportContext:
         workdir = self.workdir / name
         workdir.mkdir()
         return replace(self, keras_model=model, workdir=workdir, _saved_model=None, _float_onnx=None)
-
-
-def predict_model_batched(model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([np.asarray(model(inputs[i:i + batch_size], training=False), dtype=np.float64).reshape(-1)
-                           for i in range(0, len(inputs), batch_size)])
 
 
 def build_file(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
@@ -183,7 +179,7 @@ def artifact_probabilities(path: Path, metadata: ModelMetadata, inputs: np.ndarr
         backend = BACKENDS[path.suffix](path, metadata=metadata)
     except EdgecxrError as exc:  # the runtime cannot even load it
         raise VerificationFailed(str(exc)) from None
-    return predict_proba_batched(backend, inputs), backend.runtime
+    return predict_in_batches(backend.predict_proba, inputs), backend.runtime
 
 
 def build_bias_corrected(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
@@ -214,7 +210,7 @@ def verify_file(plan: ArtifactPlan, path: Path, metadata: ModelMetadata, ctx: Ex
     """Run the artifact in its real runtime on the verification images; raise if out of tolerance."""
     probs, runtime = artifact_probabilities(path, metadata, ctx.verification.inputs)
     comparison = compare(ctx.reference_probs, probs, ctx.verification.labels, metadata.threshold)
-    comparison["tolerance"] = TOLERANCES[plan.quantization].describe()
+    comparison["tolerance"] = plan.tolerance.describe()
     found = problems(comparison, plan.quantization)
     if found:
         raise VerificationFailed("; ".join(found))
@@ -274,7 +270,7 @@ def write_verify_report(ctx: ExportContext, results: list[ExportResult]) -> Path
         "source_sha256": ctx.run.metadata.sha256,
         "threshold": ctx.run.metadata.threshold,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tolerances": {q: t.describe() for q, t in TOLERANCES.items()},
+        "tolerances": {f.quantization: f.tolerance.describe() for f in EXPORT_FORMATS},
         "verification_images": ctx.verification.describe() if ctx.verification is not None else None,
         "calibration_images": ctx.calibration.describe() if ctx.calibration is not None else None,
         "artifacts": {name: artifacts[name] for name in sorted(artifacts)},
@@ -294,14 +290,14 @@ def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportRes
         raise EdgecxrError("--calibration-size and --verify-size must be at least 1")
     if options.calibration_data is not None:
         calibration_folder(options.calibration_data)  # refuse test/ before any slow work
+    options.out_dir.mkdir(parents=True, exist_ok=True)  # an unusable --out is found before TensorFlow loads
     reference = KerasBackend(run.model_path)
     verification = verification_set(run, options.verify_size, options.seed) if options.verify else None
     calibration = None
     if any(p.quantization == "int8" for p in plans):
         calibration = calibration_set(run, options.calibration_size, options.seed, options.calibration_data,
                                       exclude=verification.paths if verification is not None else ())
-    reference_probs = predict_proba_batched(reference, verification.inputs) if verification is not None else None
-    options.out_dir.mkdir(parents=True, exist_ok=True)
+    reference_probs = predict_in_batches(reference.predict_proba, verification.inputs) if verification is not None else None
     with tempfile.TemporaryDirectory(prefix="edgecxr-convert-") as workdir:
         ctx = ExportContext(run, options, reference.model, Path(workdir), calibration, verification, reference_probs)
         with console.status("tracing the inference graph"):

@@ -1,45 +1,16 @@
-"""Tolerances an exported artifact must meet against the Keras model, and the table that shows it.
-
-fp32 must reproduce the Keras probabilities to 1e-4 (only float rounding differs). fp16 weights
-are rounded to 11 significant bits, which moves probabilities by about 1e-3: it must agree on at
-least 99% of labels and stay within 0.05 in probability. Dynamic-range and int8 models quantize
-weights (and activations) to 8 bits; probabilities move by a few hundredths, so they are held to
-label agreement only: at least 98% of images.
-"""
+"""Whether an exported artifact meets its tolerance (from the format table), and the table that shows it."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from rich import box
 from rich.table import Table
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    min_agreement: float | None = None
-    max_abs_diff: float | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.min_agreement is not None:
-            parts.append(f"agreement >= {self.min_agreement:.0%}")
-        if self.max_abs_diff is not None:
-            parts.append(f"max |dp| <= {self.max_abs_diff:g}")
-        return ", ".join(parts)
-
-
-TOLERANCES = {
-    "none": Tolerance(max_abs_diff=1e-4),
-    "fp16": Tolerance(min_agreement=0.99, max_abs_diff=0.05),
-    "dynamic": Tolerance(min_agreement=0.98),
-    "int8": Tolerance(min_agreement=0.98),
-}
+from edgecxr.edge_runtime.formats import tolerance_of
 
 
 def problems(comparison: dict, quantization: str) -> list[str]:
     """Why an artifact fails its tolerance (empty when it passes)."""
-    tolerance = TOLERANCES[quantization]
+    tolerance = tolerance_of(quantization)
     found = []
     if tolerance.min_agreement is not None and comparison["agreement"] < tolerance.min_agreement:
         found.append(f"agrees with the Keras model on {comparison['agreement']:.1%} of "

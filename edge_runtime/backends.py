@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgecxrError, MissingDependencyError
+from .formats import EDGE_SUFFIXES
 from .metadata import ModelMetadata, read_metadata
 
 TFLITE_RUNTIMES = ("ai-edge-litert", "tflite-runtime")
@@ -131,6 +132,7 @@ class OnnxBackend:
         return np.asarray(raw, dtype=np.float64).reshape(len(inputs), -1)[:, 0]
 
 
+# One backend per suffix of the format table (edge_runtime/formats.py).
 BACKENDS = {".tflite": TFLiteBackend, ".onnx": OnnxBackend}
 
 
@@ -142,7 +144,7 @@ def open_backend(path: str | Path, threads: int | None = None, trust: bool = Fal
     backend = BACKENDS.get(path.suffix.lower())
     if backend is None:
         raise EdgecxrError(
-            f"{path.name}: the edge runtime runs .tflite and .onnx models "
+            f"{path.name}: the edge runtime runs {' and '.join(EDGE_SUFFIXES)} models "
             f"(a .keras model needs the [train] extra: edgecxr evaluate)"
         )
     return backend(path, threads=threads, trust=trust)

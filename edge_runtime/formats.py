@@ -1,0 +1,82 @@
+"""The one table of model formats: what `convert` builds, the runtime opens and `bench` lists.
+
+Each row is a file suffix with a quantization: its file name, the runtime that runs it on the edge
+and the tolerance its verification against the Keras model must meet. fp32 must reproduce the
+Keras probabilities to 1e-4 (only float rounding differs). fp16 weights are rounded to 11
+significant bits, which moves probabilities by about 1e-3: at least 99 % label agreement and at
+most 0.05 in probability. Dynamic-range and int8 models quantize weights (and activations) to 8
+bits; probabilities move by a few hundredths, so they are held to label agreement only (98 %).
+ONNX fp16 and dynamic-range models run poorly on ARM CPUs with onnxruntime: not offered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Quantization names in the metadata, and the tags used in file names and on the command line.
+QUANT_TAGS = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_agreement: float | None = None
+    max_abs_diff: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_agreement is not None:
+            parts.append(f"agreement >= {self.min_agreement:.0%}")
+        if self.max_abs_diff is not None:
+            parts.append(f"max |dp| <= {self.max_abs_diff:g}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    format: str  # tflite | onnx
+    quantization: str  # none | fp16 | dynamic | int8, as in the metadata
+    runtime: str  # the edge runtime that runs it
+    tolerance: Tolerance
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.format}"
+
+    @property
+    def tag(self) -> str:
+        """tflite-int8, onnx-fp32, ...: how --formats and the bench table name it."""
+        return f"{self.format}-{QUANT_TAGS[self.quantization]}"
+
+    @property
+    def filename(self) -> str:
+        return f"model_{QUANT_TAGS[self.quantization]}{self.suffix}"
+
+
+_FP32 = Tolerance(max_abs_diff=1e-4)
+_FP16 = Tolerance(min_agreement=0.99, max_abs_diff=0.05)
+_8BIT = Tolerance(min_agreement=0.98)
+TFLITE_RUNTIME = "LiteRT (ai-edge-litert) or tflite-runtime"
+ONNX_RUNTIME = "onnxruntime"
+
+EXPORT_FORMATS: tuple[ExportFormat, ...] = (
+    ExportFormat("tflite", "none", TFLITE_RUNTIME, _FP32),
+    ExportFormat("tflite", "fp16", TFLITE_RUNTIME, _FP16),
+    ExportFormat("tflite", "dynamic", TFLITE_RUNTIME, _8BIT),
+    ExportFormat("tflite", "int8", TFLITE_RUNTIME, _8BIT),
+    ExportFormat("onnx", "none", ONNX_RUNTIME, _FP32),
+    ExportFormat("onnx", "int8", ONNX_RUNTIME, _8BIT),
+)
+FORMAT_NAMES = tuple(dict.fromkeys(f.format for f in EXPORT_FORMATS))
+EDGE_SUFFIXES = tuple(f".{name}" for name in FORMAT_NAMES)
+
+
+def tolerance_of(quantization: str) -> Tolerance:
+    """Every format of one quantization is held to the same tolerance."""
+    return next(f.tolerance for f in EXPORT_FORMATS if f.quantization == quantization)
+
+
+def format_of_file(path: str | Path) -> ExportFormat | None:
+    """The table row a file name like model_int8.tflite stands for (None for other names)."""
+    name = Path(path).name
+    return next((f for f in EXPORT_FORMATS if f.filename == name), None)
