@@ -87,24 +87,3 @@ def augment_batch(images, seed, config: AugmentConfig):
         images = images + sigma * grain
     return tf.clip_by_value(images, 0.0, 255.0)
 
-
-def mix_batch(images, targets, weights, seed, alpha: float):
-    """Mixup: blend each image with another of its batch, targets and sample weights alike.
-
-    The blend weight is drawn per pair from Beta(alpha, alpha), so most pairs stay close to one of
-    their two images; `seed` is a stateless per-batch seed as in `augment_batch`.
-    """
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-    # Beta(a, a) as g1 / (g1 + g2) with g ~ Gamma(a): stateless Beta sampling does not exist.
-    g1 = tf.random.stateless_gamma([batch], tf.random.experimental.stateless_fold_in(seed, 11), alpha)
-    g2 = tf.random.stateless_gamma([batch], tf.random.experimental.stateless_fold_in(seed, 12), alpha)
-    share = g1 / tf.maximum(g1 + g2, 1e-12)
-    partner = tf.argsort(tf.random.stateless_uniform([batch], tf.random.experimental.stateless_fold_in(seed, 13)))
-
-    def blend(values):
-        own = tf.reshape(share, [-1] + [1] * (len(values.shape) - 1))
-        return own * values + (1.0 - own) * tf.gather(values, partner)
-
-    return blend(images), blend(targets), blend(weights)

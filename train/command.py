@@ -41,8 +41,6 @@ def train(
     noise: float = typer.Option(AugmentConfig.noise, min=0.0, max=64.0, help="Augmentation: Gaussian noise, sd "
                                 "drawn per image from [0, noise] grey levels (0: off)."),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
-    mixup: float = typer.Option(0.0, min=0.0, max=1.0, help="Compact model: blend image pairs and their targets, "
-                                "weight drawn from Beta(mixup, mixup); 0 = off."),
     weights: Optional[str] = typer.Option(
         None, help="ImageNet backbones: imagenet (default), none (from scratch) or a weights file PATH."),
     strategy: str = typer.Option("fine-tune", help="ImageNet backbones: feature-extract or fine-tune (two-phase)."),
@@ -70,7 +68,7 @@ def train(
         arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
         learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
         patience=patience, class_weights=class_weights, label_smoothing=label_smoothing, equalize=equalize,
-        crop=crop, augment=augmentation, mixup=mixup, overwrite=overwrite, weights=weights, strategy=strategy,
+        crop=crop, augment=augmentation, overwrite=overwrite, weights=weights, strategy=strategy,
         fine_tune_from=fine_tune_from, head_epochs=head_epochs, augment_passes=augment_passes,
     )
     run_training(config)
