@@ -22,9 +22,6 @@ class AugmentConfig:
     shear: float = 0.05
     brightness: float = 0.10  # fraction of the 0..255 range added or removed
     contrast: float = 0.20  # contrast factor drawn from [1 - c, 1 + c]
-    # Sensor noise, sd in grey levels drawn per image from [0, noise]: another detector's grain
-    # or compression must not read as lung texture. Off by default (see README: shift stress).
-    noise: float = 0.0
     horizontal_flip: bool = False
 
     def to_dict(self) -> dict:
@@ -33,10 +30,10 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         return any([self.rotation_degrees, self.zoom, self.shift, self.shear, self.brightness,
-                    self.contrast, self.noise, self.horizontal_flip])
+                    self.contrast, self.horizontal_flip])
 
 
-NO_AUGMENTATION = AugmentConfig(0, 0, 0, 0, 0, 0, 0, False)
+NO_AUGMENTATION = AugmentConfig(0, 0, 0, 0, 0, 0, False)
 
 
 def augment_batch(images, seed, config: AugmentConfig):
@@ -81,9 +78,5 @@ def augment_batch(images, seed, config: AugmentConfig):
         images = (images - mean) * factor[:, None, None, None] + mean
     if config.brightness:
         images = images + uniform(8, config.brightness * 255.0)[:, None, None, None]
-    if config.noise:
-        sigma = (uniform(9, config.noise / 2.0) + config.noise / 2.0)[:, None, None, None]
-        grain = tf.random.stateless_normal(tf.shape(images), tf.random.experimental.stateless_fold_in(seed, 10))
-        images = images + sigma * grain
     return tf.clip_by_value(images, 0.0, 255.0)
 

@@ -38,8 +38,6 @@ def train(
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
     zoom: float = typer.Option(AugmentConfig.zoom, min=0.0, max=0.5, help="Augmentation: scale drawn from [1 - zoom, 1 + zoom], "
                                "so the chest's size in the frame varies as it does between sites."),
-    noise: float = typer.Option(AugmentConfig.noise, min=0.0, max=64.0, help="Augmentation: Gaussian noise, sd "
-                                "drawn per image from [0, noise] grey levels (0: off)."),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
     weights: Optional[str] = typer.Option(
         None, help="ImageNet backbones: imagenet (default), none (from scratch) or a weights file PATH."),
@@ -62,7 +60,7 @@ def train(
     from .hparams import TrainConfig
     from .trainer import train as run_training
 
-    augmentation = AugmentConfig(zoom=zoom, noise=noise, horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
+    augmentation = AugmentConfig(zoom=zoom, horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
     config = TrainConfig(
         data=resolve_data_dir(data), out=out or Path("runs") / f"{arch}-{datetime.now():%Y%m%d-%H%M%S}",
         arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
