@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test edge-check reproduce clean
+.PHONY: install demo test research-test edge-check reproduce clean
 
 # Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite0 weight
 # import) is pinned to the CPU build this project tests with, installed before anything can ask
@@ -38,6 +38,10 @@ reproduce: install
 TEST_WORKERS ?= auto
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --durations 10
+
+# The studies' tests (research/, not shipped): outside `make test`, which collects tests/ only.
+research-test: install
+	$(BIN)/python -m pytest research/tests
 
 # The edge runtime in clean virtualenvs from PyPI (no TensorFlow): the base install, and
 # tflite-runtime with numpy<2. EDGE_EXPORT=runs/demo/export also checks those artifacts on test/.

@@ -129,8 +129,6 @@ def test_bad_transfer_options_are_clear_errors(tmp_path):
     with pytest.raises(EdgecxrError, match="--strategy"):
         check_options(TrainConfig(data=tmp_path, out=tmp_path, arch="mobilenet_v2", strategy="everything"),
                       transfer=True)
-    with pytest.raises(EdgecxrError, match="--mixup applies to the compact model"):
-        check_options(TrainConfig(data=tmp_path, out=tmp_path, arch="mobilenet_v2", mixup=0.2), transfer=True)
     model = build_transfer_model("mobilenet_v3_small", (SIZE, SIZE, 3), "none")
     with pytest.raises(EdgecxrError, match="matches no backbone layer"):
         find_cut(model, "fine-tune", "no_such_layer")

@@ -22,9 +22,6 @@ class AugmentConfig:
     shear: float = 0.05
     brightness: float = 0.10  # fraction of the 0..255 range added or removed
     contrast: float = 0.20  # contrast factor drawn from [1 - c, 1 + c]
-    # Sensor noise, sd in grey levels drawn per image from [0, noise]: another detector's grain
-    # or compression must not read as lung texture. Off by default (see README: shift stress).
-    noise: float = 0.0
     horizontal_flip: bool = False
 
     def to_dict(self) -> dict:
@@ -33,10 +30,10 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         return any([self.rotation_degrees, self.zoom, self.shift, self.shear, self.brightness,
-                    self.contrast, self.noise, self.horizontal_flip])
+                    self.contrast, self.horizontal_flip])
 
 
-NO_AUGMENTATION = AugmentConfig(0, 0, 0, 0, 0, 0, 0, False)
+NO_AUGMENTATION = AugmentConfig(0, 0, 0, 0, 0, 0, False)
 
 
 def augment_batch(images, seed, config: AugmentConfig):
@@ -81,30 +78,5 @@ def augment_batch(images, seed, config: AugmentConfig):
         images = (images - mean) * factor[:, None, None, None] + mean
     if config.brightness:
         images = images + uniform(8, config.brightness * 255.0)[:, None, None, None]
-    if config.noise:
-        sigma = (uniform(9, config.noise / 2.0) + config.noise / 2.0)[:, None, None, None]
-        grain = tf.random.stateless_normal(tf.shape(images), tf.random.experimental.stateless_fold_in(seed, 10))
-        images = images + sigma * grain
     return tf.clip_by_value(images, 0.0, 255.0)
 
-
-def mix_batch(images, targets, weights, seed, alpha: float):
-    """Mixup: blend each image with another of its batch, targets and sample weights alike.
-
-    The blend weight is drawn per pair from Beta(alpha, alpha), so most pairs stay close to one of
-    their two images; `seed` is a stateless per-batch seed as in `augment_batch`.
-    """
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-    # Beta(a, a) as g1 / (g1 + g2) with g ~ Gamma(a): stateless Beta sampling does not exist.
-    g1 = tf.random.stateless_gamma([batch], tf.random.experimental.stateless_fold_in(seed, 11), alpha)
-    g2 = tf.random.stateless_gamma([batch], tf.random.experimental.stateless_fold_in(seed, 12), alpha)
-    share = g1 / tf.maximum(g1 + g2, 1e-12)
-    partner = tf.argsort(tf.random.stateless_uniform([batch], tf.random.experimental.stateless_fold_in(seed, 13)))
-
-    def blend(values):
-        own = tf.reshape(share, [-1] + [1] * (len(values.shape) - 1))
-        return own * values + (1.0 - own) * tf.gather(values, partner)
-
-    return blend(images), blend(targets), blend(weights)

@@ -1,6 +1,6 @@
 """Which BatchNormalization layers the int8 converters fold into the convolution before them, and the
-folded weights: what int8 quantization actually rounds. Shared by quantization-aware tuning
-(train/quantization_aware.py) and bias correction (convert/bias_correction.py)."""
+folded weights: what int8 quantization actually rounds. Used by bias correction
+(convert/bias_correction.py)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,6 @@ class TrainConfig:
     equalize: str = "histogram"
     crop: float = 0.0  # share of each image edge dropped before resizing (see PreprocessSpec.crop)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mixup: float = 0.0  # compact only: Beta(mixup, mixup) blend of image pairs and their targets; 0 = off
     # ImageNet backbones only (see transfer_training.py)
     weights: str | None = None  # None: the arch's default (imagenet for backbones)
     strategy: str = "fine-tune"

@@ -23,7 +23,7 @@ from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FI
 from edgecxr.edge_runtime.versions import package_versions
 
 from . import plots
-from .augment import augment_batch, mix_batch
+from .augment import augment_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
 from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
@@ -54,8 +54,7 @@ def load_splits(config: TrainConfig, spec: PreprocessSpec) -> Splits:
 
 
 def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
-    """Batched (train, validation) datasets; train batches carry each image's class weight, which
-    mixup blends along with the pixels and targets."""
+    """Batched (train, validation) datasets; train batches carry each image's class weight."""
     import tensorflow as tf
 
     labels = splits.train.labels
@@ -67,8 +66,6 @@ def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
         y = tf.cast(labels, tf.float32)[:, None]
         if config.augment.enabled:
             x = augment_batch(x, seed, config.augment)
-        if config.mixup:
-            x, y, weights = mix_batch(x, y, weights, seed, config.mixup)
         return scale_pixels(x, spec), y, weights
 
     def prepare_val(pixels, labels):

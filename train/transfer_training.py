@@ -46,8 +46,6 @@ def check_options(config: TrainConfig, transfer: bool) -> None:
         if config.weights not in (None, "none"):
             raise EdgecxrError(f"--weights applies to ImageNet backbones, not --arch {config.arch}")
         return
-    if config.mixup:
-        raise EdgecxrError(f"--mixup applies to the compact model, not --arch {config.arch}")
     if config.strategy not in STRATEGIES:
         raise EdgecxrError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {config.strategy!r}")
     if config.augment_passes < 1:

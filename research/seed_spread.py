@@ -5,7 +5,7 @@ weights, the augmentation and the batch order. This trains `edgecxr train` with 
 per seed, scores the Keras model on test/ at its validation-picked threshold, and writes one table
 with the mean and the spread. No seed is "picked": all of them are reported.
 
-    python -m edgecxr.benchmarks.seed_spread --seeds 42 43 44 --out benchmarks/results/seeds
+    python -m research.seed_spread --seeds 42 43 44 --out research/results/seeds
 
 A run folder RUNS/seedN that already holds a model is reused (pass --retrain to train again).
 """
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=Path("runs/seeds"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/seeds"))
+    parser.add_argument("--out", type=Path, default=Path("research/results/seeds"))
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) < 2:

@@ -1,6 +1,6 @@
 """The family hold-out benchmark's data: one NORMAL family gone, everything else linked, test/ untouched."""
 
-from edgecxr.benchmarks.family_holdout import data_without, family_of
+from research.family_holdout import data_without, family_of
 from edgecxr.train.dataset import find_splits
 
 

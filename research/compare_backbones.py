@@ -4,7 +4,7 @@ The project's answer to the seed study's six-backbone table. Every entry trains 
 patient split of train/ (same seed and validation fraction), picks its threshold on validation,
 is converted to int8 TFLite (verified against its Keras model), and is then scored once on test/.
 
-    python -m edgecxr.benchmarks.compare_backbones --out benchmarks/results/backbones \\
+    python -m research.compare_backbones --out research/results/backbones \\
         --entries compact efficientnet_lite0:feature-extract efficientnet_lite0:feature-extract+aug \\
                   efficientnet_lite0:fine-tune
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "compact", *(f"efficientnet_lite0:{s}" for s in STRATEGIES),
         *(f"{a}:fine-tune" for a in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"))])
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backbones"))
+    parser.add_argument("--out", type=Path, default=Path("research/results/backbones"))
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--weights", default=None, help="imagenet (default), none or a weights file")
     parser.add_argument("--epochs", type=int, default=10)

@@ -8,7 +8,7 @@ of view), each applied to the decoded image before the run's own preprocessing, 
 stored threshold. A training change can then be judged by whether it keeps NORMAL children
 NORMAL under these changes, without test/.
 
-    python -m edgecxr.benchmarks.shift_stress runs/demo [runs/other ...] --out benchmarks/results/shift_stress
+    python -m research.shift_stress runs/demo [runs/other ...] --out research/results/shift_stress
 
 The changes are a guess at what differs between sites, not a measurement of it: a model that is
 robust here is not proven robust elsewhere, and one trained on exactly these changes will look
@@ -201,7 +201,7 @@ def markdown(run: str, rows: list[dict], artifact: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/shift_stress"))
+    parser.add_argument("--out", type=Path, default=Path("research/results/shift_stress"))
     parser.add_argument("--artifact", help="also compare this file of each run's export/ folder with its Keras "
                                            "model under every stress, e.g. model_int8.tflite")
     parser.add_argument("--name", default="shift_stress", help="results file stem")

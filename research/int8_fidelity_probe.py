@@ -5,7 +5,7 @@ as `edgecxr convert`), with the tensors whose names contain the given layer-name
 float (TFLite's quantization debugger deny list). Every variant is compared with the Keras model on the
 run's whole validation split — never on test/ — so a fix can be chosen without looking at it.
 
-    python -m edgecxr.benchmarks.int8_fidelity_probe runs/lite0-ft224-ls --calibration-size 1000 \\
+    python -m research.int8_fidelity_probe runs/lite0-ft224-ls --calibration-size 1000 \\
         --float stem_ --float stem_,block0_
 
 The variants with float layers are diagnostics, not artifacts: they are not full-integer models.

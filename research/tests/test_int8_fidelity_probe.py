@@ -1,6 +1,6 @@
 """The int8 fidelity probe really keeps the named layers in float and measures on validation."""
 
-from edgecxr.benchmarks.int8_fidelity_probe import probe
+from research.int8_fidelity_probe import probe
 
 
 def test_named_layers_stay_float_and_rows_cover_the_validation_split(tiny_run):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgecxr.benchmarks.seed_spread import markdown, summary
+from research.seed_spread import markdown, summary
 
 
 def row(seed, val_acc, test_acc):

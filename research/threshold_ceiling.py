@@ -7,8 +7,8 @@ picked) threshold, the best accuracy that a threshold picked on these very label
 second number is not a result anyone may quote as the model's accuracy: picking a threshold on
 test/ is what the project forbids. It only says whether the gap is the threshold's or the ranking's.
 
-    python -m edgecxr.benchmarks.threshold_ceiling runs/demo/model.keras runs/lite0/model.keras \\
-        --out benchmarks/results/threshold_ceiling
+    python -m research.threshold_ceiling runs/demo/model.keras runs/lite0/model.keras \\
+        --out research/results/threshold_ceiling
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", type=Path, nargs="+", help="model files (Keras, TFLite or ONNX)")
     parser.add_argument("--data", type=Path, default=None, help="Kaggle root (its test/) or a class folder")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/threshold_ceiling"))
+    parser.add_argument("--out", type=Path, default=Path("research/results/threshold_ceiling"))
     args = parser.parse_args(argv)
 
     from edgecxr.benchmarks.machine import describe, machine_info

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from edgecxr.benchmarks.threshold_ceiling import best_threshold_accuracy
+from research.threshold_ceiling import best_threshold_accuracy
 
 
 def test_best_threshold_accuracy_is_the_hand_counted_maximum():

@@ -10,7 +10,7 @@ images removed (all PNEUMONIA images kept; the patient split as usual), then sco
 own threshold, its validation NORMAL images of the family it kept and every image of the family it
 never saw. test/ is not read.
 
-    python -m edgecxr.benchmarks.family_holdout --out benchmarks/results/family_holdout
+    python -m research.family_holdout --out research/results/family_holdout
 
 A run folder RUNS/without-FAMILY that already holds a model is reused (pass --retrain to train again).
 """
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=Path("runs/family_holdout"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/family_holdout"))
+    parser.add_argument("--out", type=Path, default=Path("research/results/family_holdout"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience (the default's is 3)")
     parser.add_argument("--retrain", action="store_true")

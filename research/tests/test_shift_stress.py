@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecxr.benchmarks.shift_stress import STRESSES, shifted_summary, stress_rows
+from research.shift_stress import STRESSES, shifted_summary, stress_rows
 
 BY_NAME = {stress.name: stress for stress in STRESSES}
 
