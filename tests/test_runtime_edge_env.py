@@ -91,6 +91,8 @@ def test_edge_environment_reproduces_the_full_environment(env_name, artifact, ca
     result = subprocess.run([env / "bin" / "edgecxr", "predict", model, folder, "--json", "--summary", summary],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
+    # The runtime's own log lines (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate") stay hidden.
+    assert [line for line in result.stderr.splitlines() if line.startswith(("INFO:", "WARNING:"))] == []
     data = json.loads(summary.read_text())
     expected_runtime = {"int8.onnx": "onnxruntime", "int8.tflite": "ai-edge-litert"}[artifact]
     if env_name == "tflite-runtime":
