@@ -38,11 +38,7 @@ def train(
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation."),
     zoom: float = typer.Option(AugmentConfig.zoom, min=0.0, max=0.5, help="Augmentation: scale drawn from [1 - zoom, 1 + zoom], "
                                "so the chest's size in the frame varies as it does between sites."),
-    noise: float = typer.Option(AugmentConfig.noise, min=0.0, max=64.0, help="Augmentation: Gaussian noise, sd "
-                                "drawn per image from [0, noise] grey levels (0: off)."),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric)."),
-    mixup: float = typer.Option(0.0, min=0.0, max=1.0, help="Compact model: blend image pairs and their targets, "
-                                "weight drawn from Beta(mixup, mixup); 0 = off."),
     weights: Optional[str] = typer.Option(
         None, help="ImageNet backbones: imagenet (default), none (from scratch) or a weights file PATH."),
     strategy: str = typer.Option("fine-tune", help="ImageNet backbones: feature-extract or fine-tune (two-phase)."),
@@ -64,13 +60,13 @@ def train(
     from .hparams import TrainConfig
     from .trainer import train as run_training
 
-    augmentation = AugmentConfig(zoom=zoom, noise=noise, horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
+    augmentation = AugmentConfig(zoom=zoom, horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
     config = TrainConfig(
         data=resolve_data_dir(data), out=out or Path("runs") / f"{arch}-{datetime.now():%Y%m%d-%H%M%S}",
         arch=arch, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
         learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
         patience=patience, class_weights=class_weights, label_smoothing=label_smoothing, equalize=equalize,
-        crop=crop, augment=augmentation, mixup=mixup, overwrite=overwrite, weights=weights, strategy=strategy,
+        crop=crop, augment=augmentation, overwrite=overwrite, weights=weights, strategy=strategy,
         fine_tune_from=fine_tune_from, head_epochs=head_epochs, augment_passes=augment_passes,
     )
     run_training(config)
