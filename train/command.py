@@ -84,8 +84,10 @@ def evaluate(
     """Accuracy, sensitivity, specificity, F1, ROC AUC and confusion matrix at the stored threshold."""
     from edgecxr.edge_runtime.atomic import write_json_atomic
 
-    if Path(run_or_model).suffix in ("", ".keras") or Path(run_or_model).is_dir():
-        require_extra("evaluate")
+    # Before anything loads: a .tflite/.onnx model runs on the edge runtime, but the confusion-matrix and
+    # ROC plots need matplotlib, which only the train extra brings (a Keras model needs TensorFlow too).
+    keras_model = Path(run_or_model).suffix in ("", ".keras") or Path(run_or_model).is_dir()
+    require_extra("evaluate", modules=None if keras_model else ("matplotlib",))
     from .evaluate import evaluate as run_evaluation
     from .report import metrics_table
 
