@@ -3,31 +3,59 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from .plan import FORMAT_CHOICES, QUANTIZE_CHOICES
+
+
+# plan.py holds the choices and imports nothing heavy, so the CLI can list them at start-up.
+Quantize = Enum("Quantize", {choice: choice for choice in QUANTIZE_CHOICES}, type=str)
+Format = Enum("Format", {choice: choice for choice in FORMAT_CHOICES}, type=str)
+assert QUANTIZE_CHOICES[-1] == "all"  # the --quantize help text says so
+
+
+class BiasCorrection(str, Enum):
+    """bias_correction.MODES, listed here because that module loads numpy (tests/test_cli_help.py
+    checks that the two agree)."""
+
+    off = "off"
+    logit = "logit"
+    layers = "layers"
+
+
+ARTIFACTS, CHECKS, OUTPUT = "Artifacts", "Calibration and verification", "Output"
+
 
 def convert(
     run: Path = typer.Argument(..., help="A run folder from edgecxr train (model.keras, its metadata, split.json)."),
-    quantize: str = typer.Option("int8", help="none | fp16 | dynamic | int8 | all. Each quantized model comes "
-                                 "with its fp32 reference in the same format; all = every combination."),
-    format: str = typer.Option("all", "--format", help="tflite | onnx | all."),
-    calibration_data: Optional[Path] = typer.Option(None, help="int8 calibration images: a folder with NORMAL/ and "
-                                                    "PNEUMONIA/ or a Kaggle root (its train/). Default: the "
-                                                    "run's training split. test/ is refused."),
-    calibration_size: int = typer.Option(300, min=1, help="Calibration images (stratified by class, seeded)."),
-    verify_size: int = typer.Option(500, min=1, help="Validation-split images each artifact is verified on."),
-    opset: int = typer.Option(17, min=13, help="ONNX opset."),
-    seed: int = typer.Option(42, help="Seed for choosing calibration and verification images."),
-    out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export."),
-    bias_correction: str = typer.Option("layers", help="int8 only. off | logit: shift the final logit so the int8 "
-                                        "model's mean logit on the calibration images equals the Keras model's | "
-                                        "layers: first compensate every convolution's weight rounding per channel, "
-                                        "then the logit."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each artifact against the Keras model "
-                                "(experts only: --no-verify publishes unchecked files)."),
+    quantize: Quantize = typer.Option(Quantize("int8"), metavar="<name>", help=", ".join(
+        QUANTIZE_CHOICES[:-1]) + " or all (every combination). Each quantized model comes with its fp32 reference "
+        "in the same format.", rich_help_panel=ARTIFACTS),
+    format: Format = typer.Option(Format("all"), "--format", help="File formats to write.",
+                                  rich_help_panel=ARTIFACTS),
+    opset: int = typer.Option(17, min=13, help="ONNX opset.", rich_help_panel=ARTIFACTS),
+    bias_correction: BiasCorrection = typer.Option(
+        BiasCorrection.layers, help="int8 only. logit: shift the final logit so the int8 model's mean logit on the "
+        "calibration images equals the Keras model's. layers: first compensate every convolution's weight "
+        "rounding per channel, then the logit.", rich_help_panel=ARTIFACTS),
+    calibration_data: Optional[Path] = typer.Option(None, help="int8 calibration images: a folder with NORMAL/ "
+                                                    "and PNEUMONIA/ or a Kaggle root (its train/). Default: the "
+                                                    "run's training split. test/ is refused.",
+                                                    rich_help_panel=CHECKS),
+    calibration_size: int = typer.Option(300, min=1, help="Calibration images (stratified by class, seeded).",
+                                         rich_help_panel=CHECKS),
+    verify_size: int = typer.Option(500, min=1, help="Validation-split images each artifact is verified on.",
+                                    rich_help_panel=CHECKS),
+    seed: int = typer.Option(42, help="Seed for choosing calibration and verification images.",
+                             rich_help_panel=CHECKS),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check each artifact against the Keras "
+                                "model (experts only: --no-verify publishes unchecked files).",
+                                rich_help_panel=CHECKS),
+    out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export.", rich_help_panel=OUTPUT),
 ):
     """Export a trained run to TFLite and ONNX (fp32, fp16, dynamic, int8), each verified against Keras."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,9 +68,10 @@ def convert(
     from .exporter import ConvertOptions, convert_run, failure_message
     from .verify import verification_table
 
-    options = ConvertOptions(run=run, quantize=quantize, format=format, calibration_data=calibration_data,
-                             calibration_size=calibration_size, verify=verify, verify_size=verify_size,
-                             opset=opset, seed=seed, out=out, bias_correction=bias_correction)
+    options = ConvertOptions(run=run, quantize=quantize.value, format=format.value,
+                             calibration_data=calibration_data, calibration_size=calibration_size, verify=verify,
+                             verify_size=verify_size, opset=opset, seed=seed, out=out,
+                             bias_correction=bias_correction.value)
     results = convert_run(options)
     console.print(verification_table([r.to_dict() for r in results]))
     for result in results:

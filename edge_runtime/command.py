@@ -11,20 +11,28 @@ from typing import List, Optional
 
 import typer
 
+INFERENCE, OUTPUT = "Inference", "Output"
+
 
 def predict(
     model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
     images: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively). A folder "
                                         "with NORMAL/ and PNEUMONIA/ subfolders is scored against them."),
-    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines) on stdout."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per image to this file."),
-    summary_path: Optional[Path] = typer.Option(None, "--summary", help="Also write the run summary as JSON here."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines) on stdout.",
+                                    rich_help_panel=OUTPUT),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per image to this file.",
+                                            rich_help_panel=OUTPUT),
+    summary_path: Optional[Path] = typer.Option(None, "--summary", help="Also write the run summary as JSON here.",
+                                                rich_help_panel=OUTPUT),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
                                               help="P(pneumonia) at or above this is PNEUMONIA. Default: the "
-                                                   "threshold stored in the model's metadata."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's choice)."),
-    batch_size: int = typer.Option(1, min=1, help="Images per inference call."),
-    trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata."),
+                                                   "threshold stored in the model's metadata.",
+                                              rich_help_panel=INFERENCE),
+    threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's choice).",
+                                          rich_help_panel=INFERENCE),
+    batch_size: int = typer.Option(1, min=1, help="Images per inference call.", rich_help_panel=INFERENCE),
+    trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata.",
+                               rich_help_panel=INFERENCE),
 ):
     """Predict NORMAL or PNEUMONIA for images. Exit code 0: all predicted, 1: some skipped, 2: error."""
     if json_lines and csv_path is not None:

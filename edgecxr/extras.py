@@ -12,8 +12,11 @@ EXTRA_MODULES = {
 }
 
 
-def require_extra(command: str, extra: str = "train") -> None:
-    missing = [m for m in EXTRA_MODULES.get(command, EXTRA_MODULES["train"]) if importlib.util.find_spec(m) is None]
+def require_extra(command: str, extra: str = "train", modules: tuple[str, ...] | None = None) -> None:
+    """Fail with one line naming the extra unless `modules` (default: the command's list) can be imported."""
+    if modules is None:
+        modules = EXTRA_MODULES.get(command, EXTRA_MODULES["train"])
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependencyError(
             f"'edgecxr {command}' needs {', '.join(missing)}, which the base (edge runtime) install leaves out; "

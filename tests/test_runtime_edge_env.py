@@ -59,6 +59,12 @@ def make_env(root: Path, name: str, wheel: Path) -> Path:
     return env
 
 
+def edge_env(name: str, wheel: Path, tmp_path_factory) -> Path:
+    """The environment `name`, built once per session and shared by the tests."""
+    root = tmp_path_factory.getbasetemp() / "edge-envs"
+    return root / name if (root / name / "bin" / "edgecxr").exists() else make_env(root, name, wheel)
+
+
 @pytest.fixture(scope="module")
 def case(tiny_run, tiny_kaggle, data_root):
     export = os.environ.get("EDGECXR_EDGE_EXPORT")
@@ -84,13 +90,14 @@ def reference(model: Path, folder: Path) -> tuple[dict[str, float], float]:
 @pytest.mark.parametrize("env_name,artifact", [("base", "int8.tflite"), ("base", "int8.onnx"),
                                                ("tflite-runtime", "int8.tflite")])
 def test_edge_environment_reproduces_the_full_environment(env_name, artifact, case, wheel, tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "edge-envs"
-    env = root / env_name if (root / env_name / "bin" / "edgecxr").exists() else make_env(root, env_name, wheel)
+    env = edge_env(env_name, wheel, tmp_path_factory)
     model, folder = case[artifact], case["folder"]
     summary = tmp_path_factory.mktemp("summary") / "summary.json"
     result = subprocess.run([env / "bin" / "edgecxr", "predict", model, folder, "--json", "--summary", summary],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
+    # The runtime's own log lines (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate") stay hidden.
+    assert [line for line in result.stderr.splitlines() if line.startswith(("INFO:", "WARNING:"))] == []
     data = json.loads(summary.read_text())
     expected_runtime = {"int8.onnx": "onnxruntime", "int8.tflite": "ai-edge-litert"}[artifact]
     if env_name == "tflite-runtime":
@@ -113,3 +120,13 @@ def test_edge_environment_reproduces_the_full_environment(env_name, artifact, ca
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
         assert data["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
     print(f"{env_name} {artifact}: accuracy {data['metrics']['accuracy']:.4f} on {data['n_predicted']} images")
+
+
+def test_evaluate_in_the_base_install_is_one_line_naming_the_train_extra(case, wheel, tmp_path_factory):
+    """evaluate draws plots with matplotlib, which the base install leaves out: say so, no traceback."""
+    env = edge_env("base", wheel, tmp_path_factory)
+    result = subprocess.run([env / "bin" / "edgecxr", "evaluate", case["int8.tflite"], "--data", case["folder"]],
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and "pip install 'edgecxr[train]'" in lines[0], lines
