@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -58,7 +57,6 @@ def convert(
     out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export.", rich_help_panel=OUTPUT),
 ):
     """Export a trained run to TFLite and ONNX (fp32, fp16, dynamic, int8), each verified against Keras."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgecxr.extras import require_extra
 
     require_extra("convert")

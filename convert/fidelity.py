@@ -40,34 +40,3 @@ def compare(reference_probs, artifact_probs, labels, threshold: float) -> dict:
         result["artifact_accuracy"] = float(np.mean(artifact_pred == truth))
         result["accuracy_delta"] = result["artifact_accuracy"] - result["reference_accuracy"]
     return result
-
-
-def compare_on_folder(reference_model, artifact, folder, batch_size: int = 64) -> dict:
-    """`compare` for an artifact against its Keras model on a labelled folder (or a Kaggle root's test/).
-
-    Both models get identical inputs: pixels decoded once (cached) and scaled with the artifact's
-    own metadata, which must match the reference's preprocessing.
-    """
-    from pathlib import Path
-
-    from edgecxr.edge_runtime.errors import EdgecxrError
-    from edgecxr.edge_runtime.folders import labelled_images
-    from edgecxr.edge_runtime.preprocessing import scale_pixels
-    from edgecxr.train.dataset import evaluation_folder
-    from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
-    from edgecxr.train.pixel_cache import load_pixels
-
-    reference = open_any_model(Path(reference_model))
-    candidate = open_any_model(Path(artifact))
-    spec = candidate.metadata.preprocessing
-    if reference.metadata.preprocessing != spec:
-        raise EdgecxrError(f"{artifact} and {reference_model} use different preprocessing; not comparable")
-    folder = evaluation_folder(Path(folder))
-    pixel_set = load_pixels(labelled_images(folder), spec, f"decoding {folder}")
-    inputs = scale_pixels(pixel_set.pixels.astype(np.float32), spec)
-    result = compare(predict_proba_batched(reference, inputs, batch_size),
-                     predict_proba_batched(candidate, inputs, batch_size),
-                     pixel_set.labels, candidate.metadata.threshold)
-    result.update(reference=str(reference_model), artifact=str(artifact), data=str(folder),
-                  runtime=getattr(candidate, "runtime", "keras"))
-    return result

@@ -1,10 +1,13 @@
-"""Say which extra to install when a command needs packages the base (edge) install lacks."""
+"""Say which extra to install when a command needs packages the base (edge) install lacks, and load them."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 
 from edgecxr.edge_runtime.errors import MissingDependencyError
+from edgecxr.edge_runtime.native_logs import runtime_logs_silenced
 
 EXTRA_MODULES = {
     "train": ("tensorflow", "keras", "matplotlib"),
@@ -13,7 +16,8 @@ EXTRA_MODULES = {
 
 
 def require_extra(command: str, extra: str = "train", modules: tuple[str, ...] | None = None) -> None:
-    """Fail with one line naming the extra unless `modules` (default: the command's list) can be imported."""
+    """Fail with one line naming the extra unless `modules` (default: the command's list) can be imported;
+    then import them, with TensorFlow's start-up log lines kept off the user's terminal."""
     if modules is None:
         modules = EXTRA_MODULES.get(command, EXTRA_MODULES["train"])
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -22,3 +26,8 @@ def require_extra(command: str, extra: str = "train", modules: tuple[str, ...] |
             f"'edgecxr {command}' needs {', '.join(missing)}, which the base (edge runtime) install leaves out; "
             f"install the extra: pip install 'edgecxr[{extra}]'"
         )
+    # The one place the product quiets TensorFlow's own logging (bench's workers inherit it).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with runtime_logs_silenced():
+        for module in modules:
+            importlib.import_module(module)

@@ -4,3 +4,8 @@ Not part of the edgecxr wheel (pyproject's `packages` leaves it out). Run a stud
 root, e.g. `python -m research.shift_stress runs/demo`; results go to research/results/, the
 tests to research/tests/ (`make research-test`, not part of `make test`).
 """
+
+import os
+
+# Every study loads TensorFlow; its C++ start-up logging would bury the studies' own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

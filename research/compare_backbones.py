@@ -16,16 +16,14 @@ run (e.g. Keras ImageNet weights offline) becomes a row with its error instead o
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from edgecxr.edge_runtime.console import console  # noqa: E402
-from edgecxr.edge_runtime.errors import EdgecxrError  # noqa: E402
+from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic, write_text_atomic
+from edgecxr.edge_runtime.console import console
+from edgecxr.edge_runtime.errors import EdgecxrError
 
 STRATEGIES = ("feature-extract", "feature-extract+aug", "fine-tune")
 COLUMNS = ("entry", "accuracy", "roc_auc", "sensitivity", "specificity", "threshold", "int8_size_mb",

@@ -18,15 +18,13 @@ A run folder RUNS/without-FAMILY that already holds a model is reused (pass --re
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from edgecxr.edge_runtime.console import console  # noqa: E402
+from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
+from edgecxr.edge_runtime.console import console
 
 FAMILIES = {"IM": "IM-", "NORMAL2": "NORMAL2-"}  # name -> file-name prefix in train/NORMAL
 
@@ -49,15 +47,15 @@ def data_without(train_dir: Path, family: str, root: Path) -> Path:
 def normal_score(model, paths: list[Path], threshold: float) -> dict:
     """Specificity and mean PNEUMONIA probability over images that are all NORMAL."""
     from edgecxr.edge_runtime.preprocessing import preprocess
-    from edgecxr.train.keras_backend import predict_proba_batched
+    from edgecxr.edge_runtime.batching import predict_in_batches
 
     spec = model.metadata.preprocessing
-    probs = predict_proba_batched(model, np.stack([preprocess(p, spec) for p in paths]))
+    probs = predict_in_batches(model.predict_proba, np.stack([preprocess(p, spec) for p in paths]))
     return {"n": len(paths), "specificity": float((probs < threshold).mean()), "mean_p": float(probs.mean())}
 
 
 def family_row(left_out: str, args) -> dict:
-    from edgecxr.convert.run_folder import RunFolder
+    from edgecxr.edge_runtime.run_folder import RunFolder
     from edgecxr.data_location import resolve_data_dir
     from edgecxr.train.hparams import TrainConfig
     from edgecxr.train.keras_backend import open_any_model

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgecxr.edge_runtime.console import console  # noqa: E402
+from edgecxr.edge_runtime.console import console
 
 
 def quantized_probabilities(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
@@ -48,10 +46,11 @@ def probe(run_path: Path, float_layers: list[str], calibration_size: int = 1000,
 
     from edgecxr.convert.calibration import calibration_set
     from edgecxr.convert.fidelity import compare
-    from edgecxr.convert.run_folder import RunFolder
+    from edgecxr.edge_runtime.run_folder import RunFolder
     from edgecxr.convert.tflite_export import configure_tflite_quantization, representative_dataset
     from edgecxr.edge_runtime.preprocessing import scale_pixels
-    from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
+    from edgecxr.edge_runtime.batching import predict_in_batches
+    from edgecxr.train.keras_backend import open_any_model
     from edgecxr.train.pixel_cache import load_pixels
 
     run = RunFolder.open(run_path)
@@ -59,7 +58,7 @@ def probe(run_path: Path, float_layers: list[str], calibration_size: int = 1000,
     spec, threshold = reference.metadata.preprocessing, reference.metadata.threshold
     validation = load_pixels(run.split("validation"), spec, "decoding validation")
     inputs = scale_pixels(validation.pixels.astype(np.float32), spec)
-    reference_probs = predict_proba_batched(reference, inputs, 64)
+    reference_probs = predict_in_batches(reference.predict_proba, inputs)
     calibration = calibration_set(run, calibration_size, seed).inputs
 
     converter = tf.lite.TFLiteConverter.from_keras_model(reference.model)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,9 +26,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgecxr.edge_runtime.console import console  # noqa: E402
+from edgecxr.edge_runtime.console import console
 
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
 FIDELITY = ("agreement", "disagreements", "mean_abs_diff", "max_abs_diff")
@@ -130,12 +128,13 @@ def stress_rows(run_path: Path, stresses=STRESSES, artifact: str | None = None) 
     there, as test/ does.
     """
     from edgecxr.convert.fidelity import compare
-    from edgecxr.convert.run_folder import RunFolder
+    from edgecxr.edge_runtime.run_folder import RunFolder
     from edgecxr.edge_runtime.console import progress_bar
     from edgecxr.edge_runtime.errors import EdgecxrError
     from edgecxr.edge_runtime.metrics import binary_metrics
     from edgecxr.edge_runtime.preprocessing import scale_pixels
-    from edgecxr.train.keras_backend import open_any_model, predict_proba_batched
+    from edgecxr.edge_runtime.batching import predict_in_batches
+    from edgecxr.train.keras_backend import open_any_model
 
     run = RunFolder.open(run_path)
     model = open_any_model(run.model_path)
@@ -151,13 +150,13 @@ def stress_rows(run_path: Path, stresses=STRESSES, artifact: str | None = None) 
         task = progress.add_task(f"stressing {run_path}", total=len(stresses))
         for stress in stresses:
             inputs = scale_pixels(stressed_pixels(paths, spec, stress).astype(np.float32), spec)
-            probs = predict_proba_batched(model, inputs)
+            probs = predict_in_batches(model.predict_proba, inputs)
             metrics = binary_metrics(labels, probs, threshold)
             row = {"stress": stress.name, **{k: metrics[k] for k in METRICS},
                    "mean_p_normal": float(probs[labels == 0].mean()),
                    "mean_p_pneumonia": float(probs[labels == 1].mean())}
             if exported is not None:
-                fidelity = compare(probs, predict_proba_batched(exported, inputs), None, threshold)
+                fidelity = compare(probs, predict_in_batches(exported.predict_proba, inputs), None, threshold)
                 row.update({key: fidelity[key] for key in FIDELITY})
             rows.append(row)
             progress.advance(task)

@@ -14,15 +14,13 @@ test/ is what the project forbids. It only says whether the gap is the threshold
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from edgecxr.edge_runtime.console import console  # noqa: E402
+from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
+from edgecxr.edge_runtime.console import console
 
 
 def best_threshold_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:

@@ -47,7 +47,7 @@ def test_predict_prints_no_runtime_log_line(tiny_run, tiny_kaggle, artifact, mod
 def test_silencing_drops_native_log_lines_and_keeps_everything_else():
     code = """
 import os, sys, warnings
-from edgecxr.edge_runtime.backends import runtime_logs_silenced
+from edgecxr.edge_runtime.native_logs import runtime_logs_silenced
 print("before", file=sys.stderr, flush=True)
 with runtime_logs_silenced():
     os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")

@@ -219,7 +219,7 @@ def train(config: TrainConfig) -> Path:
         (staging / TRAINED_FILE).unlink()
         run_folder.publish(staging, config.out)
     except BaseException:
-        if trained:
+        if trained or config.resume:  # never throw away finished training
             console.print(f"[yellow]the trained model is kept in {staging}[/yellow]: finish this run with the "
                           f"same command and --resume (no retraining)", highlight=False)
         else:
