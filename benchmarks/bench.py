@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -145,20 +144,9 @@ def run_bench(config: BenchConfig) -> dict:
     return result
 
 
-def json_safe(value):
-    """NaN and infinity become null: bench.json stays strict JSON (ROC AUC is NaN with one class)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def write_results(result: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
-    write_json_atomic(out_dir / JSON_FILE, json_safe(result))
+    write_json_atomic(out_dir / JSON_FILE, result)
     write_text_atomic(out_dir / MARKDOWN_FILE, report.markdown(result))
     try:
         from . import plots

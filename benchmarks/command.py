@@ -56,7 +56,7 @@ def bench(
     """Every format side by side with the full Keras model: accuracy, fidelity, latency, cold start, memory."""
     from rich.console import Console
 
-    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.console import console
     from edgecxr.train.dataset import evaluation_folder
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgecxr.data_location import resolve_data_dir
+from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.run_folder import EXPORT_DIR
 
 from .machine import describe, machine_info
+from .report import markdown_table
 
 GB = 1e9
 LITE0_TRAIN = ("--arch efficientnet_lite0 --image-size 224 --strategy fine-tune --fine-tune-from block12 "
@@ -69,16 +70,16 @@ def run_step(command: list[str]) -> tuple[int, float, float]:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Peak memory of the {result['preset']} commands", "",
-             f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.", "",
-             "| step | command | wall | peak RSS | goal | met? |", "|:--|:--|--:|--:|--:|:--|"]
+    rows = []
     for row in result["steps"]:
-        goal = f"≤ {row['goal_gb']:g} GB" if row["goal_gb"] else "-"
         met = "-" if row["goal_gb"] is None else ("yes" if row["met"] else "**no**")
         if row["exit_code"] != 0:
             met = f"**failed (exit {row['exit_code']})**"
-        lines.append(f"| {row['name']} | `edgecxr {row['args']}` | {row['seconds'] / 60:.1f} min | "
-                     f"{row['peak_gb']:.2f} GB | {goal} | {met} |")
+        rows.append([row["name"], f"`edgecxr {row['args']}`", f"{row['seconds'] / 60:.1f} min",
+                     f"{row['peak_gb']:.2f} GB", f"≤ {row['goal_gb']:g} GB" if row["goal_gb"] else "-", met])
+    lines = [f"# Peak memory of the {result['preset']} commands", "",
+             f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.", "",
+             *markdown_table(["step", "command", "wall", "peak RSS", "goal", "met?"], rows, left=2)]
     return "\n".join(lines) + "\n"
 
 

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: build boxes and the Pi have no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from edgecxr.edge_runtime.atomic import atomic_path  # noqa: E402
+from edgecxr.train.plots import plt, save_png  # matplotlib, headless
 
 FORMAT_COLORS = {"keras": "tab:red", "tflite": "tab:blue", "onnx": "tab:green"}
-
-
-def _save(figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(figure)
-    return path
 
 
 def plot_latency_vs_accuracy(rows: list[dict], path: Path) -> Path:
@@ -38,7 +26,7 @@ def plot_latency_vs_accuracy(rows: list[dict], path: Path) -> Path:
         axis.set_title(f"latency vs accuracy, {count} thread{'s' * (count > 1)}")
         axis.grid(alpha=0.3, which="both")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_size_per_format(rows: list[dict], path: Path) -> Path:
@@ -56,4 +44,4 @@ def plot_size_per_format(rows: list[dict], path: Path) -> Path:
     axis.set_title("model size per format")
     axis.margins(x=0.2)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)

@@ -147,14 +147,20 @@ def rich_tables(result: dict) -> list[Table]:
     ]
 
 
+def markdown_table(headers: list[str], rows: list[list], left: int = 1) -> list[str]:
+    """The lines of a Markdown table: the first `left` columns align left, the others (numbers)
+    right; cells are written as given, a `|` inside one escaped. Every results page is built with it."""
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join(":--" if i < left else "--:" for i in range(len(headers))) + "|"
+    return [line(headers), rule, *(line(row) for row in rows)]
+
+
 def _markdown_table(rows: list[dict], columns) -> list[str]:
-    lines = [
-        "| " + " | ".join(header or "status" for header, _, _ in columns) + " |",
-        "|" + "|".join(":--" if spec in ("s", "q") else "--:" for _, _, spec in columns) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(cell(row, key, spec).replace("|", "\\|") for _, key, spec in columns) + " |")
-    return lines
+    left = next((i for i, (_, _, spec) in enumerate(columns) if spec not in ("s", "q")), len(columns))
+    return markdown_table([header or "status" for header, _, _ in columns],
+                          [[cell(row, key, spec) for _, key, spec in columns] for row in rows], left)
 
 
 def markdown(result: dict) -> str:

@@ -21,12 +21,12 @@ import resource
 import sys
 import time
 import traceback
-from importlib import metadata as package_metadata
 from pathlib import Path
 
 import numpy as np
 
 from edgecxr.edge_runtime.batching import predict_in_batches
+from edgecxr.edge_runtime.versions import package_version
 
 FIRST_PREDICTION_MARKER = "EDGECXR_BENCH_FIRST_PREDICTION"
 # The Keras reference is timed two ways; the edge backends have one way to call them.
@@ -103,7 +103,8 @@ class KerasModel:
         }
 
     def versions(self) -> dict:
-        return {name: _version(name) for name in ("tensorflow", "tensorflow-cpu", "keras") if _version(name)}
+        found = {name: package_version(name) for name in ("tensorflow", "tensorflow-cpu", "keras")}
+        return {name: version for name, version in found.items() if version}
 
 
 class EdgeModel:
@@ -123,14 +124,7 @@ class EdgeModel:
         return {"invoke": self.backend.predict_proba}
 
     def versions(self) -> dict:
-        return {self.runtime: _version(self.runtime)}
-
-
-def _version(package: str) -> str | None:
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return None
+        return {self.runtime: package_version(self.runtime)}
 
 
 def open_model(path: Path, device, threads: int):

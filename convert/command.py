@@ -57,7 +57,7 @@ def convert(
     out: Optional[Path] = typer.Option(None, help="Output folder. Default: RUN/export.", rich_help_panel=OUTPUT),
 ):
     """Export a trained run to TFLite and ONNX (fp32, fp16, dynamic, int8), each verified against Keras."""
-    from edgecxr.extras import require_extra
+    from edgecxr.edge_runtime.extras import require_extra
 
     require_extra("convert")
     from edgecxr.edge_runtime.console import console, warn

@@ -17,12 +17,6 @@ INPUT_NAME = "image"
 NORMALISING_LAYERS = ("Rescaling", "Normalization")
 
 
-def load_keras_model(path: Path):
-    import keras
-
-    return keras.models.load_model(path, compile=False)
-
-
 def all_layers(model) -> list:
     found = []
     for layer in getattr(model, "layers", []):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -34,15 +35,22 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(value):
+    """NaN and infinity become null, so every JSON file written is strict JSON (a ROC AUC is NaN
+    when a folder holds one class)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json_atomic(target: str | os.PathLike, obj) -> None:
-    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(target, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")

@@ -10,10 +10,10 @@ import importlib
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib import metadata as package_metadata
 from pathlib import Path
 
 from .errors import EdgecxrError
+from .versions import package_version
 
 # (package name on PyPI, module that must import for it to be usable, what it runs)
 RUNTIMES = (
@@ -40,24 +40,17 @@ class ModelCheck:
     facts: dict = field(default_factory=dict)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return None
-
-
 def check_runtimes() -> list[RuntimeCheck]:
     checks = []
     for package, module, runs in RUNTIMES:
-        version = _version(package)
+        version = package_version(package)
         try:
             importlib.import_module(module)
             checks.append(RuntimeCheck(package, runs, version, True))
         except Exception as exc:  # noqa: BLE001 - a broken install raises more than ImportError
             problem = "not installed" if version is None else f"installed but does not import: {exc}"
             checks.append(RuntimeCheck(package, runs, version, False, problem))
-    numpy_version = _version("numpy") or ""
+    numpy_version = package_version("numpy") or ""
     for check in checks:
         if check.package == "tflite-runtime" and check.importable and _major(numpy_version) >= 2:
             check.problem = f"needs numpy<2 (numpy {numpy_version} installed): pip install 'numpy<2'"
@@ -111,7 +104,7 @@ def print_report(console, runtimes: list[RuntimeCheck], model: ModelCheck | None
     table.add_column("status", overflow="fold")
     table.add_row("python", platform.python_version(), "", f"{platform.system()} {platform.machine()}")
     for package in ("numpy", "pillow"):
-        table.add_row(package, _version(package) or "-", "", "")
+        table.add_row(package, package_version(package) or "-", "", "")
     for check in runtimes:
         if check.importable and not check.problem:
             status = "[green]ok[/green]"

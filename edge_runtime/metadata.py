@@ -46,10 +46,6 @@ class ModelMetadata:
     # training summary): informative, never needed to run the model.
     details: dict = field(default_factory=dict)
 
-    @property
-    def positive_index(self) -> int:
-        return self.labels.index(self.positive_label)
-
     def to_dict(self) -> dict:
         return {
             "schema": SCHEMA,

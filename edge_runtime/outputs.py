@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 import sys
 from collections import Counter
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .atomic import atomic_path
+from .atomic import atomic_path, json_safe
 from .metrics import binary_metrics
 from .predictor import Prediction
 
@@ -148,7 +147,7 @@ class Summary:
             }
         if self.truths:
             metrics = binary_metrics(self.truths, self.probabilities, self.threshold)
-            result["metrics"] = {key: _finite(value) for key, value in metrics.items()}
+            result["metrics"] = json_safe(metrics)
         return result
 
     def print(self, console) -> None:
@@ -171,10 +170,6 @@ class Summary:
         for item in data["skipped"]:
             console.print(f"[yellow]skipped[/yellow] {escape(item['path'])}: {escape(item['reason'])}",
                           highlight=False, soft_wrap=True)
-
-
-def _finite(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _fmt(value) -> str:

@@ -9,11 +9,15 @@ PACKAGES = ("edgecxr", "numpy", "pillow", "tensorflow", "tensorflow-cpu", "keras
             "onnxruntime", "ai-edge-litert", "tflite-runtime")
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of distribution `name`, None when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions(packages=PACKAGES) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    found.update({name: version for name in packages if (version := package_version(name))})
     return found

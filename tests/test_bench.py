@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from edgecxr.benchmarks.artifacts import Candidate, select
-from edgecxr.benchmarks.bench import JSON_FILE, MARKDOWN_FILE, BenchConfig, json_safe, run_bench
+from edgecxr.benchmarks.bench import JSON_FILE, MARKDOWN_FILE, BenchConfig, run_bench
+from edgecxr.edge_runtime.atomic import json_safe
 from edgecxr.benchmarks.devices import get_device
 from edgecxr.benchmarks.worker import timing_summary
 from edgecxr.edge_runtime.errors import EdgecxrError
@@ -205,7 +206,7 @@ def test_tflite_worker_never_imports_tensorflow(bench_setup, tiny_kaggle, tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--device", "gpu"], "supported: cpu"),
+    (["--device", "gpu"], "'gpu' is not one of 'cpu'"),
     (["--threads", "one"], "--threads"),
     (["--batch-sizes", "0"], "--batch-sizes"),
 ])

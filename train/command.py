@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 
-from edgecxr.data_location import resolve_data_dir
+from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.console import console
-from edgecxr.extras import require_extra
+from edgecxr.edge_runtime.extras import require_extra
 
 from .augment import NO_AUGMENTATION, AugmentConfig
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecxr.data_location import KAGGLE_HINT
+from edgecxr.edge_runtime.data_location import KAGGLE_HINT
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import has_class_folders, list_images
 

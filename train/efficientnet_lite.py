@@ -41,10 +41,6 @@ LITE0_STAGES = (
 )
 
 
-def block_count() -> int:
-    return sum(stage.repeats for stage in LITE0_STAGES)
-
-
 def _mbconv(x, index: int, kernel: int, stride: int, expand: int, filters_in: int, filters_out: int):
     from keras import layers
 

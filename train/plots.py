@@ -14,7 +14,8 @@ from edgecxr.edge_runtime.atomic import atomic_path  # noqa: E402
 from edgecxr.edge_runtime.metrics import roc_auc, roc_curve  # noqa: E402
 
 
-def _save(figure, path: Path) -> Path:
+def save_png(figure, path: Path) -> Path:
+    """Write `figure` as a PNG atomically and free it: every plot of the project is saved here."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(figure)
@@ -35,7 +36,7 @@ def plot_history(history: dict, path: Path) -> Path:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_confusion_matrix(matrix, labels, path: Path, title: str) -> Path:
@@ -51,7 +52,7 @@ def plot_confusion_matrix(matrix, labels, path: Path, title: str) -> Path:
     axis.set_ylabel("true")
     axis.set_title(title)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_roc(y_true, probabilities, threshold: float, path: Path, title: str) -> Path:
@@ -69,4 +70,4 @@ def plot_roc(y_true, probabilities, threshold: float, path: Path, title: str) ->
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)

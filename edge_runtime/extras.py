@@ -1,4 +1,9 @@
-"""Say which extra to install when a command needs packages the base (edge) install lacks, and load them."""
+"""Say which extra to install when a command needs packages the base (edge) install lacks, and load them.
+
+It lives with the edge runtime because the base install is where the message is needed. It loads
+only modules a training-side command names (never on the Pi's predict/doctor path), so that their
+native start-up logging is kept off the user's terminal in one place.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import importlib
 import importlib.util
 import os
 
-from edgecxr.edge_runtime.errors import MissingDependencyError
-from edgecxr.edge_runtime.native_logs import runtime_logs_silenced
+from .errors import MissingDependencyError
+from .native_logs import runtime_logs_silenced
 
 EXTRA_MODULES = {
     "train": ("tensorflow", "keras", "matplotlib"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgecxr.edge_runtime.errors import EdgecxrError
+from .errors import EdgecxrError
 
 KAGGLE_HINT = (
     "expected the Kaggle 'Chest X-Ray Images (Pneumonia)' layout: DIR/train/{NORMAL,PNEUMONIA}/ "
