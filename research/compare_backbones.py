@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 
+from edgecxr.benchmarks.report import markdown_table
 from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
@@ -41,7 +42,7 @@ def parse_entry(text: str) -> tuple[str, str | None]:
 
 
 def train_entry(arch: str, strategy: str | None, args, run: Path) -> Path:
-    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.train.augment import NO_AUGMENTATION, AugmentConfig
     from edgecxr.train.hparams import TrainConfig
     from edgecxr.train.trainer import train
@@ -84,7 +85,7 @@ def single_image_latency_ms(model: Path, threads: int, repeats: int = 50) -> flo
 
 
 def score_entry(text: str, args) -> dict:
-    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.metadata import read_metadata
     from edgecxr.train.evaluate import evaluate
 
@@ -111,16 +112,15 @@ def score_entry(text: str, args) -> dict:
     return row
 
 
-def markdown_table(rows: list[dict], header: str) -> str:
+def markdown(rows: list[dict], header: str) -> str:
     def cell(row, key):
         value = row.get(key)
         if isinstance(value, float):
             return f"{value:.1f}" if key in ("int8_size_mb", "latency_ms", "train_seconds") else f"{value:.3f}"
         return "" if value is None else str(value)
 
-    lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row, key) for key in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    table = markdown_table(list(COLUMNS), [[cell(row, key) for key in COLUMNS] for row in rows])
+    return "\n".join([header, "", *table]) + "\n"
 
 
 def bar_plot(rows: list[dict], path: Path) -> None:
@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows, "machine": machine, "settings": {k: str(v) for k, v in vars(args).items()}})
     header = (f"Backbones and strategies, int8 TFLite on test/ ({machine['date']}, {describe(machine)}; "
               f"latency: median of 50 single-image calls, {args.threads} threads)")
-    write_text_atomic(args.out / "compare_backbones.md", markdown_table(rows, header))
+    write_text_atomic(args.out / "compare_backbones.md", markdown(rows, header))
     bar_plot(rows, args.out / "compare_backbones.png")
-    console.print(markdown_table(rows, header), highlight=False)
+    console.print(markdown(rows, header), highlight=False)
     return 0 if all(row.get("status") == "ok" for row in rows) else 1
 
 

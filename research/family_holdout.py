@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 
+from edgecxr.benchmarks.report import markdown_table
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.console import console
 
@@ -56,7 +57,7 @@ def normal_score(model, paths: list[Path], threshold: float) -> dict:
 
 def family_row(left_out: str, args) -> dict:
     from edgecxr.edge_runtime.run_folder import RunFolder
-    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.train.hparams import TrainConfig
     from edgecxr.train.keras_backend import open_any_model
     from edgecxr.train.trainer import train
@@ -79,15 +80,15 @@ def family_row(left_out: str, args) -> dict:
 
 
 def markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| NORMAL family left out | epochs (best) | threshold | validation NORMAL, kept family: "
-             "specificity (n) | left-out family: specificity (n) | mean p NORMAL kept / left out |",
-             "|:--|--:|--:|--:|--:|--:|"]
+    headers = ["NORMAL family left out", "epochs (best)", "threshold", "validation NORMAL, kept family: specificity (n)",
+               "left-out family: specificity (n)", "mean p NORMAL kept / left out"]
+    cells = []
     for row in rows:
         kept, unseen = row["validation_normal_kept_family"], row["left_out_family"]
-        lines.append(f"| {row['left_out']} | {row['epochs_run']} ({row['best_epoch']}) | {row['threshold']:.3f} | "
-                     f"{kept['specificity']:.3f} ({kept['n']}) | {unseen['specificity']:.3f} ({unseen['n']}) | "
-                     f"{kept['mean_p']:.3f} / {unseen['mean_p']:.3f} |")
-    return "\n".join(lines) + "\n"
+        cells.append([row["left_out"], f"{row['epochs_run']} ({row['best_epoch']})", f"{row['threshold']:.3f}",
+                      f"{kept['specificity']:.3f} ({kept['n']})", f"{unseen['specificity']:.3f} ({unseen['n']})",
+                      f"{kept['mean_p']:.3f} / {unseen['mean_p']:.3f}"])
+    return "\n".join([header, "", *markdown_table(headers, cells)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 
+from edgecxr.benchmarks.report import markdown_table
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.console import console
 
@@ -26,7 +27,7 @@ METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
 
 
 def seed_row(seed: int, args) -> dict:
-    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.metadata import read_metadata
     from edgecxr.train.evaluate import evaluate
     from edgecxr.train.hparams import TrainConfig
@@ -64,15 +65,14 @@ def summary(rows: list[dict]) -> dict:
 
 def markdown(rows: list[dict], stats: dict, header: str) -> str:
     columns = [f"{split} {metric}" for split in ("val", "test") for metric in METRICS]
-    lines = [header, "", "| seed | threshold | train s | " + " | ".join(columns) + " |",
-             "|---:|---:|---:|" + "---:|" * len(columns)]
+    table = []
     for row in rows:
         values = [row[split][metric] for split in ("validation", "test") for metric in METRICS]
-        lines.append(f"| {row['seed']} | {row['threshold']:.3f} | {row['train_seconds']:.0f} | "
-                     + " | ".join(f"{v:.3f}" for v in values) + " |")
+        table.append([row["seed"], f"{row['threshold']:.3f}", f"{row['train_seconds']:.0f}",
+                      *(f"{v:.3f}" for v in values)])
     cells = [stats[f"{split}_{metric}"] for split in ("validation", "test") for metric in METRICS]
-    lines.append("| mean ± sd | | | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    table.append(["mean ± sd", "", "", *(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells)])
+    return "\n".join([header, "", *markdown_table(["seed", "threshold", "train s", *columns], table)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

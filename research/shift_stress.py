@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 
+from edgecxr.benchmarks.report import markdown_table
 from edgecxr.edge_runtime.console import console
 
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
@@ -176,25 +177,23 @@ def shifted_summary(rows: list[dict]) -> dict:
 
 def markdown(run: str, rows: list[dict], artifact: str | None = None) -> str:
     fidelity = "agreement" in rows[0]
-    header = "| stress | AUC | accuracy | sensitivity | specificity | mean p NORMAL | mean p PNEUMONIA |"
-    rule = "|:--|--:|--:|--:|--:|--:|--:|"
+    headers = ["stress", "AUC", "accuracy", "sensitivity", "specificity", "mean p NORMAL", "mean p PNEUMONIA"]
     if fidelity:
-        header += f" {artifact} same label as Keras | differ | mean abs dp |"
-        rule += "--:|--:|--:|"
-    lines = [f"### {run}", "", header, rule]
+        headers += [f"{artifact} same label as Keras", "differ", "mean abs dp"]
+    table = []
     for row in rows:
-        line = (f"| {row['stress']} | {row['roc_auc']:.3f} | {row['accuracy']:.3f} | {row['sensitivity']:.3f} | "
-                f"{row['specificity']:.3f} | {row['mean_p_normal']:.3f} | {row['mean_p_pneumonia']:.3f} |")
+        cells = [row["stress"], *(f"{row[key]:.3f}" for key in ("roc_auc", "accuracy", "sensitivity", "specificity",
+                                                                 "mean_p_normal", "mean_p_pneumonia"))]
         if fidelity:
-            line += f" {row['agreement']:.2%} | {row['disagreements']} | {row['mean_abs_diff']:.4f} |"
-        lines.append(line)
+            cells += [f"{row['agreement']:.2%}", row["disagreements"], f"{row['mean_abs_diff']:.4f}"]
+        table.append(cells)
     mean = shifted_summary(rows)
-    line = (f"| **mean of stressed** | {mean['roc_auc']:.3f} | {mean['accuracy']:.3f} | {mean['sensitivity']:.3f} | "
-            f"{mean['specificity']:.3f} | {mean['mean_p_normal']:.3f} | |")
+    cells = ["**mean of stressed**",
+             *(f"{mean[key]:.3f}" for key in ("roc_auc", "accuracy", "sensitivity", "specificity", "mean_p_normal")), ""]
     if fidelity:
-        line += f" {mean['agreement']:.2%} | {mean['disagreements']} (sum) | {mean['mean_abs_diff']:.4f} |"
-    lines.append(line)
-    return "\n".join(lines) + "\n"
+        cells += [f"{mean['agreement']:.2%}", f"{mean['disagreements']} (sum)", f"{mean['mean_abs_diff']:.4f}"]
+    table.append(cells)
+    return "\n".join([f"### {run}", "", *markdown_table(headers, table)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 
+from edgecxr.benchmarks.report import markdown_table
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.console import console
 
@@ -32,7 +33,7 @@ def best_threshold_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tu
 
 
 def ceiling_row(model_path: Path, data: Path | None) -> dict:
-    from edgecxr.data_location import resolve_data_dir
+    from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.metrics import binary_metrics
     from edgecxr.train.evaluate import score_folder
     from edgecxr.train.keras_backend import open_any_model
@@ -48,13 +49,12 @@ def ceiling_row(model_path: Path, data: Path | None) -> dict:
 
 
 def markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| model | n | ROC AUC | accuracy at stored threshold | best accuracy, any threshold "
-             "(picked on these labels: a ceiling, not a result) |", "|:--|--:|--:|--:|--:|"]
-    for row in rows:
-        lines.append(f"| {row['model']} | {row['n_images']} | {row['roc_auc']:.3f} | "
-                     f"{row['accuracy_at_stored_threshold']:.3f} ({row['stored_threshold']:.3f}) | "
-                     f"{row['best_accuracy_any_threshold']:.3f} ({row['threshold_giving_it']:.3f}) |")
-    return "\n".join(lines) + "\n"
+    headers = ["model", "n", "ROC AUC", "accuracy at stored threshold",
+               "best accuracy, any threshold (picked on these labels: a ceiling, not a result)"]
+    table = [[row["model"], row["n_images"], f"{row['roc_auc']:.3f}",
+              f"{row['accuracy_at_stored_threshold']:.3f} ({row['stored_threshold']:.3f})",
+              f"{row['best_accuracy_any_threshold']:.3f} ({row['threshold_giving_it']:.3f})"] for row in rows]
+    return "\n".join([header, "", *markdown_table(headers, table)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,9 +67,11 @@ def test_an_artifact_is_compared_with_its_keras_model_under_each_stress(tiny_run
     artifacts = edge_artifacts(tiny_run)
     stresses = (BY_NAME["clean"], BY_NAME["zoom out 10 %"])
     exact = stress_rows(tiny_run, stresses=stresses, artifact=str(artifacts["fp32.tflite"]))
+    # fp32 reproduces Keras to float rounding (1e-7); the one-epoch model puts nearly every image at
+    # its threshold, so that rounding may flip a label or two: the probabilities are the check.
     for row in exact:
-        assert row["agreement"] == 1.0 and row["disagreements"] == 0 and row["mean_abs_diff"] < 1e-4
-    assert shifted_summary(exact)["disagreements"] == 0
+        assert row["max_abs_diff"] < 1e-4 and row["agreement"] >= 0.9
+    assert shifted_summary(exact)["disagreements"] <= 2
     # int8 really moves the probabilities: the comparison sees the artifact's outputs, not Keras' twice.
     [rounded] = stress_rows(tiny_run, stresses=stresses[:1], artifact=str(artifacts["int8.tflite"]))
     assert rounded["mean_abs_diff"] > max(10 * exact[0]["mean_abs_diff"], 1e-6)
