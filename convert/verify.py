@@ -27,12 +27,12 @@ def problems(comparison: dict, quantization: str) -> list[str]:
 def verification_table(rows: list[dict], title: str = "verification against the Keras model") -> Table:
     """One row per artifact: its file, agreement, probability differences, accuracies, verdict."""
     runtimes = sorted({row["runtime"] for row in rows if row.get("runtime")})
-    caption = "dp: |probability difference|; acc: accuracy at the stored threshold"
+    caption = "dp: |probability difference|; acc, keras: accuracy of the file and of the Keras model at the stored threshold"
     if runtimes:
         caption += f"; run on {', '.join(runtimes)}"
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1),
                   pad_edge=False, collapse_padding=True)
-    for column in ("artifact", "size", "agree", "max dp", "mean dp", "acc", "keras acc", "status"):
+    for column in ("artifact", "size", "agree", "max dp", "mean dp", "acc", "keras", "status"):
         table.add_column(column, justify="left" if column in ("artifact", "status") else "right", no_wrap=True)
     for row in rows:
         check = row.get("verification") or {}

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 # A line of the runtimes' own logging: LiteRT/tflite-runtime's "INFO: ...", "WARNING: ...",
 # onnxruntime's "2025-01-01 10:00:00.000 [W:onnxruntime:...] ..." and TensorFlow's absl lines at
 # import ("I0000 00:00:1796169054.869646   14294 port.cc:153] oneDNN custom operations are on ...",
-# and the CPU-instruction notice that follows one). A failure still reaches the user as the Python
+# and the CPU-instruction notice that follows one), and the TFLite converter's quantizer settings
+# ("fully_quantize: 0, inference_type: 6, ..."). A failure still reaches the user as the Python
 # exception that the CLI turns into one error line.
 RUNTIME_LOG_LINE = re.compile(
     rb"^(?:(?:VERBOSE|INFO|WARNING|ERROR): |.{0,40}\[[VIWEF]:onnxruntime:|[IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] "
-    rb"|To enable the following instructions:)")
+    rb"|To enable the following instructions:|fully_quantize: )")
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _quiet_saved: tuple[int, object] | None = None  # (the real fd 2, the file that stands in for it)
