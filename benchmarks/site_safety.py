@@ -258,7 +258,11 @@ def _pct(value) -> str:
 
 def markdown(result: dict) -> str:
     sizes = result["settings"]["batch_sizes"]
+    model = result["model"]
     lines = [f"# Input gate and site monitor: {result['run']}", "",
+             f"Model: {model['arch']} (model.keras sha256 {model['sha256'][:12]}), trained on {model['n_train']} "
+             f"images, {model['epochs_run']} epochs; validation {model['n_val']} images ({model['validation_source']}); "
+             f"threshold {model['threshold']:.4f}.",
              f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.",
              f"TensorFlow imported during the run: {'yes' if result['tensorflow_imported'] else 'no'}.", "",
              "## Gate: share of images refused", ""]
@@ -331,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"batch sizes must be between 1 and the {len(test_paths)} test/ images")
     machine = machine_info()
     results = [benchmark_artifact(run.export_dir / name, run, test_paths, args) for name in args.artifacts.split(",")]
-    result = {"run": str(args.run), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    training = run.metadata.details.get("training", {})
+    model = {"arch": run.metadata.arch, "sha256": run.metadata.sha256, "threshold": run.metadata.threshold,
+             **{key: training.get(key) for key in ("n_train", "n_val", "epochs_run", "validation_source")}}
+    result = {"run": str(args.run), "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python -m edgecxr.benchmarks.site_safety " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine), "goals": GOALS,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
