@@ -81,9 +81,28 @@ def convert(
                 f"int8 logit shifted by {correction['logit_shift']:+.4f} (mean gap on "
                 f"{correction['unsaturated_calibration_images']} calibration images)" if correction["applied"]
                 else f"logit not shifted: {correction['why']}"), highlight=False)
+    gate = next((r.input_gate for r in results if r.input_gate), None)
+    if gate is not None:
+        console.print(f"input gate: {gate_line(gate)}", highlight=False)
     if not verify:
         warn("--no-verify: the artifacts were not checked against the Keras model")
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise EdgecxrError(failure_message(failed))
     console.print(f"[green]exported[/green] {len(results)} artifact(s) to {options.out_dir}", highlight=False)
+
+
+def gate_line(gate: dict) -> str:
+    """One line on the feature reference the artifacts carry (see exporter.attach_feature_reference)."""
+    from edgecxr.edge_runtime.feature_reference import (MIN_REFERENCE_IMAGES, REFUSAL_RATE, SPACES,
+                                                       min_calibration_images)
+
+    if "refusal_thresholds" not in gate:
+        return f"no learned check or site monitor ({gate['learned_check']})"
+    n = gate["n_calibration_images"]
+    if any(threshold is None for threshold in gate["refusal_thresholds"].values()):
+        monitor = "a site monitor" if n >= MIN_REFERENCE_IMAGES else f"no site monitor (needs {MIN_REFERENCE_IMAGES})"
+        return (f"{n} validation images: {monitor}, no learned check (needs "
+                f"{min_calibration_images(REFUSAL_RATE / len(SPACES))} to calibrate)")
+    return (f"learned check and site monitor calibrated on {n} validation images in each artifact's runtime "
+            f"({gate['feature_dim']} features + the input's layout; {gate['metadata_numbers']} numbers in the metadata)")

@@ -1,8 +1,9 @@
 """`edgecxr convert` orchestration: one uniform ExportResult per artifact, each verified before it lands.
 
 Every artifact is built in a temporary file next to its final name, verified there in its real
-runtime, and only then renamed into place with its metadata: a failed conversion or a failed
-verification leaves no partial file and keeps the earlier good artifact of that name.
+runtime, given its feature reference (the input gate and site monitor, gate_reference.py) there,
+and only then renamed into place with its metadata: a failed conversion or a failed verification
+leaves no partial file and keeps the earlier good artifact of that name.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from edgecxr.edge_runtime.backends import BACKENDS
 from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.feature_reference import FEATURES, FeatureBasis
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
 from edgecxr.edge_runtime.formats import EXPORT_FORMATS
-from edgecxr.edge_runtime.run_folder import EXPORT_DIR, VERIFY_FILE, RunFolder
+from edgecxr.edge_runtime.run_folder import EXPORT_DIR, SPLIT_FILE, VERIFY_FILE, RunFolder
 from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, compiled_predict
 
@@ -33,6 +35,7 @@ from .bias_correction import MODES, convolution_input_means, layer_corrected_cop
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
 from .fidelity import compare
+from .gate_reference import GateImages, artifact_reference, gate_images, run_bases
 from .keras_graph import export_saved_model, serving_function
 from .plan import ArtifactPlan, plan_artifacts
 from .tensor_info import onnx_io, tflite_io
@@ -72,6 +75,7 @@ class ExportResult:
     runtime: str | None = None
     verification: dict | None = None
     bias_correction: dict | None = None
+    input_gate: dict | None = None  # the feature reference: threshold and calibration, or why there is none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +100,12 @@ class ExportContext:
     calibration: ImageSet | None
     verification: ImageSet | None
     reference_probs: np.ndarray | None
+    # The run's bases (features, input layout) and the images to calibrate each artifact's reference
+    # on; None (with the reason in `gate_skipped`) when the model has no pooling layer or the run no
+    # split.json.
+    gate_bases: dict[str, FeatureBasis] | None = None
+    gate_images: GateImages | None = None
+    gate_skipped: str | None = None
     _saved_model: Path | None = field(default=None)
     _float_onnx: Path | None = field(default=None)
     _calibration_reference: np.ndarray | None = field(default=None)
@@ -217,6 +227,25 @@ def verify_file(plan: ArtifactPlan, path: Path, metadata: ModelMetadata, ctx: Ex
     return comparison, runtime
 
 
+def attach_feature_reference(path: Path, metadata: ModelMetadata, ctx: ExportContext) -> dict:
+    """Give the artifact at `path` its feature reference, made in its own runtime; returns what the
+    verify report says about it."""
+    if ctx.gate_bases is None:
+        metadata.details["input_gate"] = {"learned_check": f"none: {ctx.gate_skipped}"}
+        return metadata.details["input_gate"]
+    backend = BACKENDS[path.suffix](path, metadata=metadata)
+    expected = ctx.gate_bases[FEATURES].dim
+    if backend.feature_dim != expected:
+        raise VerificationFailed(f"its feature output has {backend.feature_dim} values, the Keras model's {expected}")
+    reference = artifact_reference(backend.predict, ctx.gate_bases, ctx.gate_images)
+    metadata.feature_reference = reference
+    calibration = reference.calibration
+    return {"refusal_thresholds": {name: space.refusal_threshold for name, space in reference.spaces.items()},
+            "feature_dim": expected, "n_calibration_images": calibration["n_calibration_images"],
+            "calibration_images_refused": calibration["calibration_images_refused"],
+            "metadata_numbers": reference.n_numbers()}
+
+
 def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_artifact) -> ExportResult:
     """Build (with `build`), verify and publish one artifact; never raises for a bad artifact."""
     target = ctx.options.out_dir / plan.filename
@@ -230,6 +259,7 @@ def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_artifact) -> 
             if ctx.verification is not None:
                 result.verification, result.runtime = verify_file(plan, tmp, metadata, ctx)
                 metadata.details["verification"] = result.verification
+            result.input_gate = attach_feature_reference(tmp, metadata, ctx)
             result.size_bytes = tmp.stat().st_size
         write_metadata(target, metadata)
         result.status = "ok" if ctx.verification is not None else "unverified"
@@ -280,6 +310,18 @@ def write_verify_report(ctx: ExportContext, results: list[ExportResult]) -> Path
     return path
 
 
+def gate_inputs(run: RunFolder, keras_model, seed: int) -> tuple[dict | None, GateImages | None, str | None]:
+    """(bases, calibration images, None), or (None, None, why) when no feature reference can be made."""
+    if not (run.path / SPLIT_FILE).is_file():
+        return None, None, f"the run has no {SPLIT_FILE} to take training and validation images from"
+    images = gate_images(run, seed)
+    with console.status("fitting the feature reference"):
+        bases = run_bases(keras_model, run.metadata.preprocessing, images.fit.inputs)
+    if bases is None:
+        return None, None, "the model has no global-average-pooling layer to take features from"
+    return bases, images, None
+
+
 def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportResult]:
     """Build, verify and publish every planned artifact; failures are returned, not raised."""
     plans = plan_artifacts(options.quantize, options.format)
@@ -298,8 +340,10 @@ def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportRes
         calibration = calibration_set(run, options.calibration_size, options.seed, options.calibration_data,
                                       exclude=verification.paths if verification is not None else ())
     reference_probs = predict_in_batches(reference.predict_proba, verification.inputs) if verification is not None else None
+    bases, images, skipped = gate_inputs(run, reference.model, options.seed)
     with tempfile.TemporaryDirectory(prefix="edgecxr-convert-") as workdir:
-        ctx = ExportContext(run, options, reference.model, Path(workdir), calibration, verification, reference_probs)
+        ctx = ExportContext(run, options, reference.model, Path(workdir), calibration, verification, reference_probs,
+                            gate_bases=bases, gate_images=images, gate_skipped=skipped)
         with console.status("tracing the inference graph"):
             ctx.saved_model()
         results = []

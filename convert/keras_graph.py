@@ -1,7 +1,9 @@
 """The Keras model as an inference-only TensorFlow graph, checked for the classic export traps.
 
 Both converters start from the same graph traced with `training=False`: augmentation and dropout
-layers are identities there, so no random op reaches an exported model.
+layers are identities there, so no random op reaches an exported model. Besides the probability,
+the graph outputs the model's penultimate features (its global-average-pooling output), which the
+edge runtime's input gate and site monitor compare with the training images.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
 INPUT_NAME = "image"
+# The graph's outputs. Runtimes tell them apart by shape (edge_runtime.backends.output_roles).
+PROBABILITY_OUTPUT, FEATURE_OUTPUT = "probability", "features"
 # Layers that scale inputs; preprocessing already does that, and doing it twice is the classic
 # cause of an int8 model that predicts one class for everything.
 NORMALISING_LAYERS = ("Rescaling", "Normalization")
@@ -38,15 +42,39 @@ def check_single_normalisation(model, spec: PreprocessSpec) -> None:
         )
 
 
+def feature_layer(model):
+    """The last global-average-pooling layer (what the classifier head reads), or None."""
+    pools = [layer for layer in all_layers(model) if type(layer).__name__ == "GlobalAveragePooling2D"]
+    return pools[-1] if pools else None
+
+
+def with_features(model):
+    """`model` with a second output, its penultimate features; `model` itself when it has none.
+
+    The two-output model shares `model`'s layers and weights, so its probability is `model`'s.
+    """
+    import keras
+
+    layer = feature_layer(model)
+    if layer is None:
+        return model
+    return keras.Model(model.input, [model.output, layer.output], name=f"{model.name}_with_features")
+
+
 def serving_function(model, spec: PreprocessSpec):
-    """A tf.function with a dynamic batch dimension that runs the model in inference mode."""
+    """A tf.function with a dynamic batch dimension that runs the model in inference mode and returns
+    {"probability": (N, 1), "features": (N, D)}, or the probability alone for a model without pooling."""
     import tensorflow as tf
 
     signature = [tf.TensorSpec([None, *spec.input_shape], tf.float32, name=INPUT_NAME)]
+    served = with_features(model)
 
     @tf.function(input_signature=signature, autograph=False)
     def serve(image):
-        return model(image, training=False)
+        if served is model:
+            return model(image, training=False)
+        probability, features = served(image, training=False)
+        return {PROBABILITY_OUTPUT: probability, FEATURE_OUTPUT: features}
 
     return serve, signature
 

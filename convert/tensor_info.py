@@ -17,12 +17,17 @@ def _tensor(detail: dict) -> dict:
 
 
 def tflite_io(path: Path) -> dict:
-    from edgecxr.edge_runtime.backends import tflite_interpreter_class
+    """The input, the probability output and (if any) the feature output of a .tflite file."""
+    from edgecxr.edge_runtime.backends import output_roles, tflite_interpreter_class
 
     interpreter_class, _ = tflite_interpreter_class()
     interpreter = interpreter_class(model_path=str(path))
-    return {"input": _tensor(interpreter.get_input_details()[0]),
-            "output": _tensor(interpreter.get_output_details()[0])}
+    outputs = interpreter.get_output_details()
+    probability, features = output_roles([[int(d) for d in o.get("shape_signature", o["shape"])] for o in outputs])
+    facts = {"input": _tensor(interpreter.get_input_details()[0]), "output": _tensor(outputs[probability])}
+    if features is not None:
+        facts["features"] = _tensor(outputs[features])
+    return facts
 
 
 def _qdq_params(model, tensor_name: str, consumer: bool) -> dict:
@@ -43,17 +48,27 @@ def _qdq_params(model, tensor_name: str, consumer: bool) -> dict:
 
 
 def onnx_io(path: Path) -> dict:
+    """The input, the probability output and (if any) the feature output of a .onnx file."""
     import onnx
     from onnx.helper import tensor_dtype_to_np_dtype
 
+    from edgecxr.edge_runtime.backends import output_roles
+
+    def shape(value) -> list:
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or -1) for d in value.type.tensor_type.shape.dim]
+
     model = onnx.load(str(path))
     facts = {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
-    for role, value, consumer in (("input", model.graph.input[0], True), ("output", model.graph.output[0], False)):
-        tensor_type = value.type.tensor_type
+    outputs = list(model.graph.output)
+    probability, features = output_roles([shape(o) for o in outputs])
+    roles = [("input", model.graph.input[0], True), ("output", outputs[probability], False)]
+    if features is not None:
+        roles.append(("features", outputs[features], False))
+    for role, value, consumer in roles:
         facts[role] = {
             "name": value.name,
-            "dtype": np.dtype(tensor_dtype_to_np_dtype(tensor_type.elem_type)).name,
-            "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or -1) for d in tensor_type.shape.dim],
+            "dtype": np.dtype(tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name,
+            "shape": shape(value),
             **_qdq_params(model, value.name, consumer),
         }
     return facts

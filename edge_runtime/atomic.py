@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -52,5 +53,14 @@ def json_safe(value):
     return value
 
 
-def write_json_atomic(target: str | os.PathLike, obj) -> None:
-    write_text_atomic(target, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+# A list of plain numbers as json.dumps(indent=2) lays it out: one number a line.
+_NUMBER_LIST = re.compile(r"\[\s*(-?[0-9][0-9.eE+-]*(?:,\s*-?[0-9][0-9.eE+-]*)*)\s*\]")
+
+
+def write_json_atomic(target: str | os.PathLike, obj, number_lists_on_one_line: bool = False) -> None:
+    """Strict, indented JSON. `number_lists_on_one_line` keeps a file of long number arrays (a model's
+    feature reference) readable and a fraction of the size: each innermost list on one line."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
+    if number_lists_on_one_line:
+        text = _NUMBER_LIST.sub(lambda match: "[" + re.sub(r"\s+", "", match.group(1)) + "]", text)
+    write_text_atomic(target, text + "\n")

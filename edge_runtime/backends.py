@@ -1,4 +1,5 @@
-"""Inference backends with one interface: preprocessed float inputs in, P(pneumonia) out.
+"""Inference backends with one interface: preprocessed float inputs in, P(pneumonia) out, plus
+the model's penultimate features where the graph exports them (the input gate and site monitor).
 
 TFLite runs on LiteRT (`ai-edge-litert`), falling back to `tflite-runtime`; ONNX runs on
 onnxruntime. int8 input/output quantization is read from the model's own tensor details,
@@ -45,6 +46,28 @@ def numpy_hint(runtime: str) -> str:
     return f" (tflite-runtime needs NumPy 1, found {np.__version__}: pip install 'numpy<2')"
 
 
+def output_roles(shapes: list[list]) -> tuple[int, int | None]:
+    """(index of the probability output, index of the feature output or None) from output shapes.
+
+    Converters order outputs by name or tensor index, not as the model declared them, so each is
+    recognised by its shape: the probability has one value per image, the features (the global
+    average pooling) many. A model exported before the feature output has the probability alone.
+    """
+    if len(shapes) == 1:  # the probability alone, whatever shape the converter recorded
+        return 0, None
+
+    def width(shape) -> int | None:
+        last = shape[-1] if len(shape) >= 2 else None
+        return last if isinstance(last, (int, np.integer)) and last > 0 else None
+
+    probability = [i for i, shape in enumerate(shapes) if width(shape) == 1]
+    features = [i for i, shape in enumerate(shapes) if len(shape) == 2 and (width(shape) or 0) > 1]
+    if len(probability) != 1 or len(features) > 1 or len(shapes) > 2:
+        raise EdgecxrError(f"the model's outputs {shapes} are not a probability (one value per image) "
+                           f"and optionally one feature vector per image")
+    return probability[0], (features[0] if features else None)
+
+
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
@@ -68,12 +91,28 @@ class TFLiteBackend:
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError, SystemError, ImportError) as exc:
             raise EdgecxrError(f"{self.path.name}: {self.runtime} cannot load it: {exc}{numpy_hint(self.runtime)}") from None
+        details = self.interpreter.get_output_details()
+        shapes = [[int(d) for d in detail.get("shape_signature", detail["shape"])] for detail in details]
+        try:
+            self._probability_index, self._feature_index = output_roles(shapes)
+        except EdgecxrError as exc:
+            raise EdgecxrError(f"{self.path.name}: {exc}") from None
+        self._read_details()
+
+    def _read_details(self) -> None:
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        details = self.interpreter.get_output_details()
+        self.output = details[self._probability_index]
+        self.feature_output = None if self._feature_index is None else details[self._feature_index]
 
     @property
     def input_dtype(self) -> str:
         return np.dtype(self.input["dtype"]).name
+
+    @property
+    def feature_dim(self) -> int | None:
+        """Length of the feature vector the graph exports, or None for a probability-only model."""
+        return None if self.feature_output is None else int(self.feature_output["shape"][-1])
 
     def _ensure_batch(self, batch: int) -> None:
         if int(self.input["shape"][0]) != batch:
@@ -81,11 +120,16 @@ class TFLiteBackend:
             with runtime_logs_silenced():
                 self.interpreter.resize_tensor_input(self.input["index"], shape)
                 self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
+            self._read_details()
 
-    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
-        """float32 (N, H, W, C) preprocessed inputs -> (N,) probability of the positive class."""
+    def _read(self, detail: dict, batch: int) -> np.ndarray:
+        raw = self.interpreter.get_tensor(detail["index"])
+        if np.dtype(detail["dtype"]) in (np.int8, np.uint8):
+            scale, zero_point = detail["quantization"]
+            raw = dequantize(raw, scale, zero_point)
+        return raw.astype(np.float64).reshape(batch, -1)
+
+    def _invoke(self, inputs: np.ndarray) -> int:
         inputs = np.asarray(inputs, dtype=np.float32)
         self._ensure_batch(len(inputs))
         dtype = np.dtype(self.input["dtype"])
@@ -94,11 +138,18 @@ class TFLiteBackend:
             inputs = quantize(inputs, scale, zero_point, dtype)
         self.interpreter.set_tensor(self.input["index"], inputs)
         self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self.output["index"])
-        if np.dtype(self.output["dtype"]) in (np.int8, np.uint8):
-            scale, zero_point = self.output["quantization"]
-            raw = dequantize(raw, scale, zero_point)
-        return raw.astype(np.float64).reshape(len(inputs), -1)[:, 0]
+        return len(inputs)
+
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 (N, H, W, C) preprocessed inputs -> (N,) probability of the positive class."""
+        batch = self._invoke(inputs)
+        return self._read(self.output, batch)[:, 0]
+
+    def predict(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N,) probabilities and (N, D) features (None when the graph exports none), one invocation."""
+        batch = self._invoke(inputs)
+        features = None if self.feature_output is None else self._read(self.feature_output, batch)
+        return self._read(self.output, batch)[:, 0], features
 
 
 class OnnxBackend:
@@ -126,7 +177,14 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise EdgecxrError(f"{self.path.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        outputs = self.session.get_outputs()
+        try:
+            probability, features = output_roles([list(o.shape) for o in outputs])
+        except EdgecxrError as exc:
+            raise EdgecxrError(f"{self.path.name}: {exc}") from None
+        self.output_name = outputs[probability].name
+        self.feature_name = None if features is None else outputs[features].name
+        self.feature_dim = None if features is None else int(outputs[features].shape[-1])
 
     @property
     def input_dtype(self) -> str:
@@ -136,6 +194,15 @@ class OnnxBackend:
         inputs = np.asarray(inputs, dtype=np.float32)
         (raw,) = self.session.run([self.output_name], {self.input_name: inputs})
         return np.asarray(raw, dtype=np.float64).reshape(len(inputs), -1)[:, 0]
+
+    def predict(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N,) probabilities and (N, D) features (None when the graph exports none), one run."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if self.feature_name is None:
+            return self.predict_proba(inputs), None
+        raw, features = self.session.run([self.output_name, self.feature_name], {self.input_name: inputs})
+        return (np.asarray(raw, dtype=np.float64).reshape(len(inputs), -1)[:, 0],
+                np.asarray(features, dtype=np.float64).reshape(len(inputs), -1))
 
 
 # One backend per suffix of the format table (edge_runtime/formats.py).

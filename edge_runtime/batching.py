@@ -59,12 +59,31 @@ def predict_in_batches(predict: Callable[[np.ndarray], np.ndarray], inputs: np.n
     """
     if len(inputs) == 0:
         return np.zeros(0, dtype=np.float64)
-    size = batch_size or batch_size_for(tuple(inputs.shape[1:]))
     outputs = []
-    for start in range(0, len(inputs), size):
-        batch = inputs[start:start + size]
-        if prepare is not None:
-            batch = prepare(batch)
+    for batch in _batches(inputs, batch_size, prepare):
         result = np.asarray(predict(batch), dtype=np.float64)
         outputs.append(result.reshape(len(batch), -1)[:, 0])
     return np.concatenate(outputs)
+
+
+def predict_with_features_in_batches(predict: Callable[[np.ndarray], tuple], inputs: np.ndarray, *,
+                                     batch_size: int | None = None,
+                                     prepare: Callable[[np.ndarray], np.ndarray] | None = None
+                                     ) -> tuple[np.ndarray, np.ndarray]:
+    """As `predict_in_batches`, for a `predict` that returns (probabilities, features) per batch:
+    -> (N,) float64 probabilities and (N, D) float64 features."""
+    probabilities, features = [], []
+    for batch in _batches(inputs, batch_size, prepare):
+        probability, feature = predict(batch)
+        probabilities.append(np.asarray(probability, dtype=np.float64).reshape(len(batch), -1)[:, 0])
+        features.append(np.asarray(feature, dtype=np.float64).reshape(len(batch), -1))
+    if not probabilities:
+        raise EdgecxrError("no inputs to predict")
+    return np.concatenate(probabilities), np.concatenate(features)
+
+
+def _batches(inputs: np.ndarray, batch_size: int | None, prepare):
+    size = batch_size or batch_size_for(tuple(inputs.shape[1:]))
+    for start in range(0, len(inputs), size):
+        batch = inputs[start:start + size]
+        yield batch if prepare is None else prepare(batch)

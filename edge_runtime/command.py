@@ -34,7 +34,9 @@ def predict(
     trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata.",
                                rich_help_panel=INFERENCE),
 ):
-    """Predict NORMAL or PNEUMONIA for images. Exit code 0: all predicted, 1: some skipped, 2: error."""
+    """Predict NORMAL or PNEUMONIA for images, or refuse one as not a chest X-ray, and check whether the
+    images differ from the training images. Exit code 0: every image predicted or refused, 1: some
+    unreadable (skipped), 2: error."""
     if json_lines and csv_path is not None:
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--json/--csv")
     from .console import console
@@ -47,7 +49,8 @@ def predict(
     metadata = predictor.metadata
     items = collect_images(images, tuple(metadata.labels))
     summary = Summary(model=str(model), runtime=predictor.runtime, threshold=predictor.threshold,
-                      positive_label=metadata.positive_label, labels=tuple(metadata.labels))
+                      positive_label=metadata.positive_label, labels=tuple(metadata.labels),
+                      reference=predictor.reference, learned_check=predictor.learned_check)
     if json_lines:
         writer = JsonLinesWriter()
     elif csv_path is not None:

@@ -1,7 +1,8 @@
 """`edgecxr doctor`: what a clinic's IT person needs to know before the first X-ray is run.
 
 Which inference runtimes import on this machine (and which one a .tflite model will use), and
-whether a given model's metadata, checksum, loading and one test prediction all work.
+whether a given model's metadata, checksum, loading and one test prediction all work, and whether
+it carries the learned input check and the site monitor.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
     import numpy as np
 
     from .predictor import Predictor
+    from .preprocessing import preprocess
 
     started = time.perf_counter()
     try:
@@ -80,15 +82,29 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
         "sha256": "matches metadata",
         "load": f"{load_ms:.0f} ms",
     }
-    # A smooth gradient, not noise: any real model must give a finite probability for it.
+    facts["input gate"] = f"cheap checks on; learned check {predictor.learned_check}"
+    reference = predictor.reference
+    if reference is not None and reference.learned_check_available:
+        facts["input gate"] += (f" ({reference.feature_dim} features and the input's layout, calibrated on "
+                                f"{len(reference.reference_probabilities)} validation images to refuse at most "
+                                f"{reference.calibration.get('refusal_rate', 0.01):.0%} of X-rays)")
+    facts["site monitor"] = ("on" if reference is not None and reference.monitor_available else
+                             "unavailable (no feature reference with enough validation images)")
+    # A smooth gradient, not noise: any real model must give a finite probability (and features) for
+    # it. It goes to the backend directly: whether the gate would refuse it is not the question here.
     gradient = np.tile(np.linspace(0, 255, 256, dtype=np.float32), (256, 1)).astype(np.uint8)
+    started = time.perf_counter()
     try:
-        prediction = predictor.predict(gradient)
+        probabilities, features = predictor.backend.predict(preprocess(gradient, md.preprocessing)[None])
+        probability = float(probabilities[0])
     except Exception as exc:  # noqa: BLE001 - report, do not crash, whatever the runtime raises
         return ModelCheck(str(path), False, f"loads, but a test prediction fails: {exc}", facts)
-    if not np.isfinite(prediction.probability) or not 0.0 <= prediction.probability <= 1.0:
-        return ModelCheck(str(path), False, f"test prediction is not a probability: {prediction.probability}", facts)
-    facts["test prediction"] = f"{prediction.latency_ms:.1f} ms"
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if not np.isfinite(probability) or not 0.0 <= probability <= 1.0:
+        return ModelCheck(str(path), False, f"test prediction is not a probability: {probability}", facts)
+    if features is not None and not np.all(np.isfinite(features)):
+        return ModelCheck(str(path), False, "test prediction gives non-finite features", facts)
+    facts["test prediction"] = f"{latency_ms:.1f} ms"
     return ModelCheck(str(path), True, "", facts)
 
 

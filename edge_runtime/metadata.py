@@ -2,6 +2,8 @@
 
 It records everything needed to run the model correctly (labels, preprocessing, threshold) and
 the model file's sha256, so a model is never run with the wrong preprocessing or a swapped file.
+Exported artifacts also carry the feature reference of the input gate and site monitor
+(feature_reference.py); a model exported before them has none and still runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from .atomic import write_json_atomic
 from .errors import MetadataError
+from .feature_reference import FeatureReference
 from .preprocessing import PreprocessSpec
 
 SCHEMA = "edgecxr.model/1"
@@ -45,9 +48,11 @@ class ModelMetadata:
     # Format-specific facts (tensor dtypes, int8 scale/zero-point, source model hash, versions,
     # training summary): informative, never needed to run the model.
     details: dict = field(default_factory=dict)
+    # What the model's features look like on X-rays: the learned input check and the site monitor.
+    feature_reference: FeatureReference | None = None
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "schema": SCHEMA,
             "model_file": self.model_file,
             "sha256": self.sha256,
@@ -60,6 +65,9 @@ class ModelMetadata:
             "preprocessing": self.preprocessing.to_dict(),
             "details": self.details,
         }
+        if self.feature_reference is not None:
+            data["feature_reference"] = self.feature_reference.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "metadata") -> "ModelMetadata":
@@ -86,6 +94,8 @@ class ModelMetadata:
             model_file=data.get("model_file", ""),
             sha256=data.get("sha256", ""),
             details=data.get("details", {}),
+            feature_reference=(FeatureReference.from_dict(data["feature_reference"], source)
+                               if data.get("feature_reference") is not None else None),
         )
 
 
@@ -95,7 +105,7 @@ def write_metadata(model_path: str | Path, metadata: ModelMetadata) -> Path:
     metadata.model_file = model_path.name
     metadata.sha256 = sha256_file(model_path)
     target = metadata_path(model_path)
-    write_json_atomic(target, metadata.to_dict())
+    write_json_atomic(target, metadata.to_dict(), number_lists_on_one_line=True)
     return target
 
 

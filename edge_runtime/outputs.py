@@ -1,4 +1,5 @@
-"""Where predictions go: a table for people, JSON lines or CSV for machines, and a run summary."""
+"""Where predictions go: a table for people, JSON lines or CSV for machines, and a run summary
+(counts, refusals by the input gate, skipped files, metrics against folder labels, site monitor)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from pathlib import Path
 from typing import TextIO
 
 from .atomic import atomic_path, json_safe
+from .feature_reference import FeatureReference
 from .metrics import binary_metrics
 from .predictor import Prediction
+from .site_monitor import SHIFT, TOO_FEW, UNAVAILABLE, compare_with_reference
 
-CSV_FIELDS = ("path", "label", "probability", "threshold", "latency_ms", "error", "truth")
+CSV_FIELDS = ("path", "label", "probability", "threshold", "latency_ms", "error", "reason", "gate_distance",
+              "truth")
+NOT_CXR_TEXT = "not a chest X-ray"
 
 
 def record(prediction: Prediction, truth: str | None) -> dict:
@@ -87,7 +92,10 @@ class TableWriter:
         if with_truth:
             table.add_column("truth")
         for prediction, truth in self.rows:
-            if prediction.ok:
+            if prediction.refused:
+                cells = [escape(prediction.path), f"[magenta]{NOT_CXR_TEXT}: {escape(prediction.reason)}[/magenta]",
+                         "", f"{prediction.latency_ms:.1f}"]
+            elif prediction.ok:
                 cells = [escape(prediction.path), prediction.label, f"{prediction.probability:.4f}",
                          f"{prediction.latency_ms:.1f}"]
             else:
@@ -100,25 +108,38 @@ class TableWriter:
 
 @dataclass
 class Summary:
-    """Counts per label, what was skipped and why, latency, and metrics against known labels."""
+    """Counts per label, what the input gate refused and what was skipped (and why), latency,
+    metrics against known labels, and the site monitor over every predicted image."""
 
     model: str
     runtime: str
     threshold: float
     positive_label: str
     labels: tuple[str, ...]
+    reference: FeatureReference | None = None
+    learned_check: str = "unavailable"
     counts: Counter = field(default_factory=Counter)
+    refused: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     truths: list[bool] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
+    # Every predicted image's probability and feature projection, for the site monitor.
+    site_probabilities: list[float] = field(default_factory=list)
+    site_projections: list[tuple] = field(default_factory=list)
 
     def add(self, prediction: Prediction, truth: str | None) -> None:
         if not prediction.ok:
             self.skipped.append({"path": prediction.path, "reason": prediction.error})
             return
+        if prediction.refused:
+            self.refused.append({"path": prediction.path, "reason": prediction.reason})
+            return
         self.counts[prediction.label] += 1
         self.latencies_ms.append(prediction.latency_ms)
+        if prediction.projection is not None:
+            self.site_probabilities.append(prediction.probability)
+            self.site_projections.append(prediction.projection)
         if truth is not None:
             self.truths.append(truth == self.positive_label)
             self.probabilities.append(prediction.probability)
@@ -127,17 +148,27 @@ class Summary:
     def n_predicted(self) -> int:
         return sum(self.counts.values())
 
+    def site_monitor(self) -> dict:
+        """The site monitor's verdict on the images predicted in this run (refused ones left out)."""
+        result = compare_with_reference(self.reference, self.site_projections, self.site_probabilities)
+        result.n_images = self.n_predicted
+        return result.to_dict()
+
     def to_dict(self) -> dict:
         result = {
             "model": self.model,
             "runtime": self.runtime,
             "threshold": self.threshold,
-            "n_images": self.n_predicted + len(self.skipped),
+            "n_images": self.n_predicted + len(self.refused) + len(self.skipped),
             "n_predicted": self.n_predicted,
+            "n_refused": len(self.refused),
             "n_skipped": len(self.skipped),
             "counts": {label: self.counts.get(label, 0) for label in self.labels},
             "latency_ms": None,
+            "input_gate": {"cheap_checks": "on", "learned_check": self.learned_check},
+            "refused": self.refused,
             "skipped": self.skipped,
+            "site_monitor": self.site_monitor(),
         }
         if self.latencies_ms:
             result["latency_ms"] = {
@@ -155,7 +186,8 @@ class Summary:
 
         data = self.to_dict()
         counts = ", ".join(f"{label} {count}" for label, count in data["counts"].items())
-        line = f"{data['n_predicted']} predicted ({counts}), {data['n_skipped']} skipped"
+        line = (f"{data['n_predicted']} predicted ({counts}), {data['n_refused']} {NOT_CXR_TEXT}, "
+                f"{data['n_skipped']} skipped")
         if data["latency_ms"]:
             line += f"; median latency {data['latency_ms']['median']:.1f} ms"
         console.print(f"[bold]summary[/bold] {line} [dim]({self.runtime}, threshold {self.threshold:.4f})[/dim]",
@@ -163,10 +195,27 @@ class Summary:
         if "metrics" in data:
             m = data["metrics"]
             (tn, fp), (fn, tp) = m["confusion_matrix"]
+            unscored = f"; {data['n_refused']} refused images not scored" if data["n_refused"] else ""
             console.print(
-                f"against the folder labels ({m['n_images']} images): accuracy {_fmt(m['accuracy'])}, "
+                f"against the folder labels ({m['n_images']} images{unscored}): accuracy {_fmt(m['accuracy'])}, "
                 f"sensitivity {_fmt(m['sensitivity'])}, specificity {_fmt(m['specificity'])} "
                 f"[dim](tn {tn}, fp {fp}, fn {fn}, tp {tp})[/dim]", highlight=False)
+        if self.learned_check != "on":
+            console.print(f"[dim]input gate: cheap checks only; learned check {escape(self.learned_check)}[/dim]",
+                          highlight=False)
+        monitor = data["site_monitor"]
+        if monitor["verdict"] == SHIFT:
+            console.print(f"[bold red]site monitor[/bold red] {escape(monitor['message'])} [dim](KS {monitor['strongest']}: "
+                          f"statistic {monitor['statistic']:.3f}, Bonferroni p {monitor['p_value']:.2g}, "
+                          f"{monitor['n_images']} images)[/dim]", highlight=False)
+        elif monitor["verdict"] in (TOO_FEW, UNAVAILABLE):
+            console.print(f"[dim]site monitor: {escape(monitor['message'])}[/dim]", highlight=False)
+        else:
+            console.print(f"site monitor: {escape(monitor['message'])} [dim](smallest Bonferroni p "
+                          f"{monitor['p_value']:.2g})[/dim]", highlight=False)
+        for item in data["refused"]:
+            console.print(f"[magenta]{NOT_CXR_TEXT}[/magenta] {escape(item['path'])}: {escape(item['reason'])}",
+                          highlight=False, soft_wrap=True)
         for item in data["skipped"]:
             console.print(f"[yellow]skipped[/yellow] {escape(item['path'])}: {escape(item['reason'])}",
                           highlight=False, soft_wrap=True)

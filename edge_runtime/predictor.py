@@ -1,14 +1,19 @@
-"""A model plus its metadata: image in, label and probability of pneumonia out.
+"""A model plus its metadata: image in, label and probability of pneumonia out, or `not_cxr`.
 
 The predictor owns no preprocessing of its own: it calls `preprocessing.preprocess`, the same
 definition training and conversion use, with the spec stored in the model's metadata.
+
+Before any label, the input gate decides whether the image can be a chest X-ray: cheap checks on
+the decoded picture (input_checks.py), then, where the model carries a feature reference, a
+learned check on the model's own features (feature_reference.py). A refused image gets the label
+`not_cxr` and the reason, never NORMAL or PNEUMONIA.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -16,13 +21,18 @@ import numpy as np
 
 from .backends import open_backend
 from .errors import EdgecxrError, ImageError
-from .images import ImageSource
+from .feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference
+from .images import ImageSource, open_image
+from .input_checks import check_image
 from .preprocessing import preprocess
+
+NOT_CXR = "not_cxr"
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's result; `error` is set (and label/probability are None) when it was skipped."""
+    """One image's result. Skipped (unreadable): `error` set, label None. Refused by the input gate:
+    label `not_cxr`, `reason` set, no probability. Otherwise a label and its probability."""
 
     path: str
     label: str | None
@@ -30,10 +40,20 @@ class Prediction:
     threshold: float
     latency_ms: float | None
     error: str | None = None
+    reason: str | None = None  # why the input gate refused it
+    # Distance to the training X-rays in units of the refusal threshold, the larger of the learned
+    # check's two views (above 1: refused); None where the model carries no calibrated reference.
+    gate_distance: float | None = None
+    # The image along the reference's monitored components: what the site monitor compares.
+    projection: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def refused(self) -> bool:
+        return self.label == NOT_CXR
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +63,8 @@ class Prediction:
             "threshold": self.threshold,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "error": self.error,
+            "reason": self.reason,
+            "gate_distance": None if self.gate_distance is None else round(self.gate_distance, 4),
         }
 
 
@@ -68,6 +90,31 @@ class Predictor:
         labels = list(self.metadata.labels)
         self.positive_label = self.metadata.positive_label
         self.negative_label = next(label for label in labels if label != self.positive_label)
+        self.reference = self._usable_reference()
+
+    def _usable_reference(self) -> FeatureReference | None:
+        """The metadata's feature reference, if the graph exports the features it was made from."""
+        reference = self.metadata.feature_reference
+        dim = getattr(self.backend, "feature_dim", None)
+        if reference is None or dim is None:
+            return None
+        if dim != reference.feature_dim:
+            raise EdgecxrError(f"{self.metadata.model_file or 'the model'} exports {dim} features but its "
+                               f"metadata's reference has {reference.feature_dim}: re-export it")
+        return reference
+
+    @property
+    def learned_check(self) -> str:
+        """Whether images are also checked on the model's features, and if not, why not."""
+        if getattr(self.backend, "feature_dim", None) is None:
+            return "unavailable: the model has no feature output (exported before the input gate; re-export it)"
+        if self.reference is None:
+            return "unavailable: the metadata holds no feature reference (re-export with edgecxr convert)"
+        if not self.reference.learned_check_available:
+            n = len(self.reference.reference_probabilities)
+            return (f"unavailable: too few validation images ({n}) to calibrate it to refuse at most "
+                    f"{self.reference.calibration.get('refusal_rate', 0.01):.0%} of X-rays")
+        return "on"
 
     @classmethod
     def open(cls, model_path: str | Path, threads: int | None = None, trust: bool = False,
@@ -87,12 +134,8 @@ class Predictor:
         return self.positive_label if probability >= self.threshold else self.negative_label
 
     def predict(self, source: ImageSource) -> Prediction:
-        """Predict one image; a bad image raises ImageError with the reason."""
-        started = time.perf_counter()
-        inputs = preprocess(source, self.spec)[None]
-        probability = float(self.backend.predict_proba(inputs)[0])
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        return Prediction(source_name(source), self.label_for(probability), probability, self.threshold, latency_ms)
+        """Predict one image (or refuse it: label `not_cxr`); an unreadable image raises ImageError."""
+        return self._predict_batch([source], raise_errors=True)[0]
 
     def predict_many(self, sources: Iterable[ImageSource], batch_size: int = 1) -> Iterator[Prediction]:
         """Predict every source in order; a bad one yields a Prediction with `error` set, never raises.
@@ -111,33 +154,84 @@ class Predictor:
         if batch:
             yield from self._predict_batch(batch)
 
-    def _predict_batch(self, sources: list[ImageSource]) -> list[Prediction]:
+    def _predict_batch(self, sources: list[ImageSource], raise_errors: bool = False) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(sources)
         inputs, decode_ms, indices = [], [], []
         for index, source in enumerate(sources):
             started = time.perf_counter()
             try:
-                inputs.append(preprocess(source, self.spec))
+                image = open_image(source)
+                reason = check_image(image)
+                if reason is None:
+                    inputs.append(preprocess(image, self.spec))
             except ImageError as exc:
+                if raise_errors:
+                    raise
                 results[index] = self._skipped(source, str(exc))
                 continue
             except MemoryError:
+                if raise_errors:
+                    raise ImageError("not enough memory to decode it") from None
                 results[index] = self._skipped(source, "not enough memory to decode it")
                 continue
             except Exception as exc:  # noqa: BLE001 - one odd file must not stop a folder of results
+                if raise_errors:
+                    raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
                 results[index] = self._skipped(source, f"cannot decode: {type(exc).__name__}: {exc}")
                 continue
-            decode_ms.append((time.perf_counter() - started) * 1000.0)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            if reason is not None:
+                results[index] = self._refused(source, reason, elapsed_ms)
+                continue
+            decode_ms.append(elapsed_ms)
             indices.append(index)
         if inputs:
             started = time.perf_counter()
-            probabilities = self.backend.predict_proba(np.stack(inputs))
+            batch = np.stack(inputs)
+            probabilities, features = self.backend.predict(batch)
+            reasons, distances, projections = [None] * len(inputs), None, None
+            if self.reference is not None:
+                reasons, distances, projections = learned_check(self.reference, self.reference.vectors(features, batch))
             inference_ms = (time.perf_counter() - started) * 1000.0 / len(inputs)
-            for index, probability, ms in zip(indices, probabilities, decode_ms):
+            for position, (index, probability, ms) in enumerate(zip(indices, probabilities, decode_ms)):
+                distance = None if distances is None else float(distances[position])
+                if reasons[position] is not None:
+                    results[index] = self._refused(sources[index], reasons[position], ms + inference_ms, distance)
+                    continue
                 probability = float(probability)
+                projection = None if projections is None else tuple(float(v) for v in projections[position])
                 results[index] = Prediction(source_name(sources[index]), self.label_for(probability), probability,
-                                            self.threshold, ms + inference_ms)
+                                            self.threshold, ms + inference_ms, gate_distance=distance,
+                                            projection=projection)
         return results
+
+    def _refused(self, source: ImageSource, reason: str, latency_ms: float,
+                 distance: float | None = None) -> Prediction:
+        return Prediction(source_name(source), NOT_CXR, None, self.threshold, latency_ms, reason=reason,
+                          gate_distance=distance)
 
     def _skipped(self, source: ImageSource, reason: str) -> Prediction:
         return Prediction(source_name(source), None, None, self.threshold, None, reason)
+
+
+def learned_check(reference: FeatureReference, vectors: dict[str, np.ndarray]
+                  ) -> tuple[list[str | None], np.ndarray | None, np.ndarray]:
+    """For a batch measured in both views: each image's refusal reason (None: accepted), its gate
+    distance (the larger view's; None without refusal thresholds) and its monitored coordinates."""
+    projections = reference.monitored(vectors)
+    if not reference.learned_check_available:
+        return [None] * len(projections), None, projections
+    distances = reference.distances(vectors)
+    reasons = [learned_refusal(f, l) for f, l in zip(distances[FEATURES], distances[INPUT_LAYOUT])]
+    return reasons, np.maximum(distances[FEATURES], distances[INPUT_LAYOUT]), projections
+
+
+def learned_refusal(feature_distance: float, layout_distance: float) -> str | None:
+    """Why the learned check refuses an image with these distances (1 = refusal threshold), or None."""
+    if layout_distance > 1.0 and layout_distance >= feature_distance:
+        return (f"its layout or polarity is unlike a chest film's (input distance {layout_distance:.1f}; refused "
+                f"above 1): inverted, rotated or not a radiograph?")
+    if feature_distance > 1.0:
+        return (f"unlike the X-rays the model was trained on (feature distance {feature_distance:.1f}; "
+                f"refused above 1)")
+    return None

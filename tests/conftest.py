@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,33 @@ def tiny_kaggle(data_root, tmp_path_factory) -> Path:
         for label in ("NORMAL", "PNEUMONIA"):
             # Different patients per class in train: the patient split needs several of each.
             copy_images(data_root / split / label, root / split / label, count)
+    return root
+
+
+@pytest.fixture(scope="session")
+def xray_pool(data_root, tmp_path_factory) -> Path:
+    """Real X-rays the tiny run never saw, for calibrating and testing the input gate and monitor:
+    fit/ (about 200), calibration/ (about 220) and held_out/ (about 80), half NORMAL, half
+    PNEUMONIA. Split by patient, shuffled: file names sort by source, and films of one patient look
+    alike, so a split by name or by image would make the parts differ or overlap."""
+    from edgecxr.train.dataset import patient_id
+
+    root = tmp_path_factory.mktemp("xray_pool")
+    rng = random.Random(0)
+    for label in ("NORMAL", "PNEUMONIA"):
+        unseen = sorted((data_root / "train" / label).iterdir())[40:290]  # tiny_kaggle takes the first 40
+        patients: dict[str, list[Path]] = {}
+        for path in unseen:
+            patients.setdefault(patient_id(path), []).append(path)
+        groups = list(patients.values())
+        rng.shuffle(groups)
+        taken = 0
+        for group in groups:
+            part = "fit" if taken < 100 else "calibration" if taken < 210 else "held_out"
+            (root / part).mkdir(exist_ok=True)
+            for path in group:
+                shutil.copy(path, root / part / path.name)
+            taken += len(group)
     return root
 
 

@@ -2,6 +2,10 @@
 
 Uses `edgecxr convert`'s own API (the artifacts the runtime really meets, verified against Keras);
 only where that package is absent does it convert the Keras model here with the same tools. Either way every artifact has real metadata next to it.
+
+`gated_artifacts` gives copies whose feature reference is calibrated on more real X-rays than the
+tiny run's validation split holds (convert rightly leaves the learned check off with 10 images);
+`legacy_artifacts` gives single-output models as exported before the input gate.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 _BUILT: dict[Path, dict[str, Path]] = {}
+_GATED: dict[Path, dict[str, Path]] = {}
+_LEGACY: dict[Path, dict[str, Path]] = {}
 
 ARTIFACTS = ("model_fp32.tflite", "model_int8.tflite", "model_fp32.onnx", "model_int8.onnx")
 
@@ -45,6 +51,56 @@ def _convert_with_project(run: Path) -> dict[str, Path] | None:
     return built
 
 
+def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
+    """Copies of the int8 and fp32 artifacts whose feature reference is made by convert's own
+    functions: bases on pool/fit/, thresholds and monitor sample on pool/calibration/ (220 images)."""
+    run = Path(run)
+    if run in _GATED:
+        return _GATED[run]
+    import keras
+
+    from edgecxr.convert.calibration import ImageSet
+    from edgecxr.convert.gate_reference import GateImages, artifact_reference, run_bases
+    from edgecxr.edge_runtime.backends import open_backend
+    from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, write_metadata
+    from edgecxr.edge_runtime.preprocessing import preprocess
+
+    spec = read_metadata(run / "model.keras").preprocessing
+
+    def inputs(folder: Path) -> tuple[np.ndarray, list[Path]]:
+        paths = sorted(folder.iterdir())
+        return np.stack([preprocess(p, spec) for p in paths]).astype(np.float32), paths
+
+    fit, _ = inputs(pool / "fit")
+    calibration, paths = inputs(pool / "calibration")
+    bases = run_bases(keras.models.load_model(run / "model.keras", compile=False), spec, fit)
+    images = GateImages(fit=None, calibration=ImageSet(calibration, np.zeros(len(paths), dtype=int),
+                                                       [str(p) for p in paths], str(pool / "calibration")),
+                        description={"seed": 0, "source": "tests: xray_pool"})
+    out = run / "gated_export"
+    out.mkdir(exist_ok=True)
+    built = {}
+    for key, source in edge_artifacts(run).items():
+        target = out / source.name
+        shutil.copy(source, target)
+        shutil.copy(metadata_path(source), metadata_path(target))
+        metadata = read_metadata(target)
+        metadata.feature_reference = artifact_reference(open_backend(target).predict, bases, images)
+        write_metadata(target, metadata)
+        built[key] = target
+    _GATED[run] = built
+    return built
+
+
+def legacy_artifacts(run: Path) -> dict[str, Path]:
+    """fp32 and int8 TFLite and ONNX models with the probability as their only output and no feature
+    reference in their metadata: what `edgecxr convert` wrote before the input gate."""
+    run = Path(run)
+    if run not in _LEGACY:
+        _LEGACY[run] = _convert_here(run, "legacy_export")
+    return _LEGACY[run]
+
+
 def _representative_inputs(run: Path, spec, count: int = 32) -> np.ndarray:
     import json
 
@@ -54,7 +110,7 @@ def _representative_inputs(run: Path, spec, count: int = 32) -> np.ndarray:
     return np.stack([preprocess(p, spec) for p in paths]).astype(np.float32)
 
 
-def _convert_here(run: Path) -> dict[str, Path]:
+def _convert_here(run: Path, folder: str = "edge_test_export") -> dict[str, Path]:
     import keras
     import tensorflow as tf
     import tf2onnx
@@ -64,7 +120,7 @@ def _convert_here(run: Path) -> dict[str, Path]:
     source = run / "model.keras"
     keras_md = read_metadata(source)
     model = keras.models.load_model(source, compile=False)
-    out = run / "edge_test_export"
+    out = run / folder
     if out.exists():
         shutil.rmtree(out)
     out.mkdir()

@@ -19,7 +19,7 @@ from edgecxr.convert.fidelity import compare
 from edgecxr.convert.plan import plan_artifacts
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.convert.verify import problems, verification_table
-from edgecxr.edge_runtime.backends import TFLiteBackend, open_backend
+from edgecxr.edge_runtime.backends import TFLiteBackend, open_backend, output_roles
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LabelledImage
 from edgecxr.edge_runtime.metadata import read_metadata, sha256_file, write_metadata
@@ -87,6 +87,48 @@ def test_metadata_of_every_artifact_matches_its_file(exported, run_at_half):
         assert metadata.threshold == source.threshold and metadata.labels == source.labels
         assert metadata.details["source_sha256"] == source.sha256
         assert {"input", "output", "versions"} <= set(metadata.details)
+
+
+@pytest.mark.parametrize("name", ["model_fp32.tflite", "model_fp32.onnx"])
+def test_the_feature_output_equals_the_keras_models_penultimate_layer(exported, run_at_half, name):
+    import keras
+
+    from edgecxr.convert.keras_graph import with_features
+
+    out, _ = exported
+    inputs = verification_set(RunFolder.open(run_at_half), 8, seed=0).inputs
+    model = keras.models.load_model(run_at_half / "model.keras", compile=False)
+    probabilities, features = (np.asarray(t) for t in with_features(model)(inputs, training=False))
+    backend = open_backend(out / name)
+    got_probabilities, got_features = backend.predict(inputs)
+    assert got_features.shape == features.shape == (8, 64)  # the compact CNN's global average pooling
+    np.testing.assert_allclose(got_features, features, atol=1e-4)
+    np.testing.assert_allclose(got_probabilities, probabilities[:, 0], atol=1e-4)
+    assert np.ptp(features) > 0  # not a constant that would match anything
+
+
+def test_every_artifact_carries_a_feature_reference_made_in_its_runtime(exported):
+    out, results = exported
+    references = {}
+    for name in ALL_SIX:
+        metadata = read_metadata(out / name)
+        reference = metadata.feature_reference
+        assert reference is not None and reference.feature_dim == 64, name
+        assert metadata.details["features"]["shape"][-1] == 64
+        calibration = reference.calibration
+        assert calibration["basis_images"]["source"] == "split.json train"
+        assert calibration["calibration_images"]["source"] == "split.json validation"
+        assert calibration["n_calibration_images"] == len(reference.reference_probabilities) > 0
+        # The tiny run's validation half is far below the 199 images the rule needs: no threshold.
+        assert not reference.learned_check_available and "conformal" in calibration["threshold_rule"]
+        assert results[name].input_gate["n_calibration_images"] == calibration["n_calibration_images"]
+        references[name] = reference
+    # One basis for the run (fitted on the Keras model), a monitor sample per artifact (its runtime).
+    first = references["model_fp32.tflite"].spaces["features"].basis.mean
+    for reference in references.values():
+        np.testing.assert_array_equal(reference.spaces["features"].basis.mean, first)
+    assert not np.array_equal(references["model_int8.tflite"].reference_probabilities,
+                              references["model_fp32.tflite"].reference_probabilities)
 
 
 def test_int8_tflite_takes_int8_with_scale_read_from_the_artifact(exported):
@@ -231,7 +273,9 @@ def test_augmentation_layers_do_not_reach_the_exported_graphs(tmp_path):
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], inputs)
     interpreter.invoke()
-    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1)
+    outputs = interpreter.get_output_details()
+    probability, _ = output_roles([list(o["shape_signature"]) for o in outputs])
+    got = interpreter.get_tensor(outputs[probability]["index"]).reshape(-1)
     np.testing.assert_allclose(got, expected, atol=1e-5)  # deterministic: no random op ran
 
     serve, signature = serving_function(model, spec)

@@ -8,9 +8,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from edge_artifacts import edge_artifacts
+from edge_artifacts import edge_artifacts, gated_artifacts, legacy_artifacts
 from edgecxr.cli import main
 from edgecxr.edge_runtime.metadata import metadata_path
 from edgecxr.edge_runtime.predictor import Predictor
@@ -162,6 +163,7 @@ def test_doctor_reports_runtime_and_model(models, tmp_path, monkeypatch, capsys)
     assert code == 0, err
     assert ".tflite models run on: ai-edge-litert" in err
     assert "model OK" in err and "int8" in err
+    assert "input gate: cheap checks on; learned check unavailable: too few validation images" in " ".join(err.split())
     broken = copy_model(models["int8.tflite"], tmp_path / "doctor")
     metadata_path(broken).unlink()
     code, _, err = run_cli(monkeypatch, capsys, "doctor", broken)
@@ -169,3 +171,66 @@ def test_doctor_reports_runtime_and_model(models, tmp_path, monkeypatch, capsys)
     code, _, err = run_cli(monkeypatch, capsys, "doctor", tmp_path / "no-such-model")
     unwrapped = "".join(err.split())  # rich wraps the table's lines
     assert code == 2 and "".join(f"model file not found: {tmp_path / 'no-such-model'}".split()) in unwrapped
+
+
+def non_xray_folder(folder: Path, xrays: list[Path]) -> dict[str, str]:
+    """Real X-rays plus what a clinic should never get a diagnosis for: {file name: words of its reason}."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True)
+    for path in xrays:
+        shutil.copy(path, folder / path.name)
+    Image.new("L", (1, 1), 0).save(folder / "dot.png")
+    Image.new("L", (600, 400), 255).save(folder / "blank.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 65536, (300, 300), dtype=np.uint16)).save(folder / "noise16.png")
+    page = Image.new("L", (640, 480), 255)
+    for top in range(10, 460, 24):
+        ImageDraw.Draw(page).text((20, top), "Discharge letter: amoxicillin for seven days.", fill=0)
+    page.save(folder / "letter.png")
+    return {"dot.png": "too small", "blank.png": "nearly uniform", "noise16.png": "noise", "letter.png": "flat tone"}
+
+
+def test_not_a_chest_xray_in_json_csv_table_and_summary(models, tiny_kaggle, tmp_path, monkeypatch, capsys):
+    xrays = sorted((tiny_kaggle / "test" / "NORMAL").iterdir())[:3]
+    folder = tmp_path / "inbox"
+    expected = non_xray_folder(folder, xrays)
+    summary = tmp_path / "summary.json"
+    code, out, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json",
+                             "--summary", summary)
+    assert code == 0, err  # a refusal is a result, not an error
+    rows = {Path(r["path"]).name: r for r in json_lines(out)}
+    for name, words in expected.items():
+        row = rows[name]
+        assert row["label"] == "not_cxr" and row["probability"] is None and row["error"] is None, row
+        assert words in row["reason"]
+    for path in xrays:
+        assert rows[path.name]["label"] in ("NORMAL", "PNEUMONIA") and rows[path.name]["reason"] is None
+    flat = " ".join(err.split())
+    assert "3 predicted" in flat and "4 not a chest X-ray" in flat and "0 skipped" in flat
+    assert "not a chest X-ray" in flat and "letter.png" in flat
+    data = json.loads(summary.read_text())
+    assert data["n_refused"] == 4 and data["n_predicted"] == 3 and data["n_images"] == 7
+    assert sorted(Path(r["path"]).name for r in data["refused"]) == sorted(expected)
+    assert data["site_monitor"]["verdict"] in ("unavailable", "needs_more_images")
+
+    target = tmp_path / "out.csv"
+    code, _, _ = run_cli(monkeypatch, capsys, "predict", models["int8.onnx"], folder, "--csv", target)
+    assert code == 0
+    with target.open(newline="") as handle:
+        by_name = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+    assert by_name["noise16.png"]["label"] == "not_cxr" and "noise" in by_name["noise16.png"]["reason"]
+    assert by_name["noise16.png"]["probability"] == ""
+
+    monkeypatch.setenv("COLUMNS", "250")  # the table on one line per image
+    code, out, err = run_cli(monkeypatch, capsys, "predict", models["fp32.tflite"], folder / "blank.png")
+    assert code == 0 and "not a chest X-ray: nearly uniform" in out
+
+
+def test_doctor_says_whether_the_model_carries_the_gate(tiny_run, xray_pool, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "doctor", gated_artifacts(tiny_run, xray_pool)["int8.onnx"])
+    flat = " ".join(err.split())
+    assert code == 0 and "learned check on (64 features and the input's layout" in flat
+    assert "site monitor: on" in flat
+    code, _, err = run_cli(monkeypatch, capsys, "doctor", legacy_artifacts(tiny_run)["int8.tflite"])
+    flat = " ".join(err.split())
+    assert code == 0 and "model OK" in flat and "no feature output" in flat and "site monitor: unavailable" in flat

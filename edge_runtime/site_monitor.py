@@ -1,0 +1,79 @@
+"""Do a site's images look like the validation images to the model? A two-sample test per batch.
+
+As in "Failing Loudly" (Rabanser et al., 2019): one univariate Kolmogorov-Smirnov test on the
+output probabilities and one per leading principal component of each view the reference holds
+(the model's features and its input's layout), each against the validation sample stored with the
+model, combined with a Bonferroni correction. A difference means the model's validated
+sensitivity and specificity may not hold at this site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .feature_reference import MIN_REFERENCE_IMAGES, FeatureReference
+from .ks_test import ks_2samp
+
+# Family-wise false-alarm rate over all the tests of one batch.
+ALPHA = 0.05
+# Fewer images than this and a real difference would rarely be detected: say so instead.
+MIN_BATCH = 20
+SHIFT_MESSAGE = ("images from this site differ from the training images; specificity may be lower than "
+                 "validated; commission the model (edgecxr commission)")
+
+SHIFT, NO_SHIFT, TOO_FEW, UNAVAILABLE = "shift", "no_shift_detected", "needs_more_images", "unavailable"
+
+
+@dataclass
+class MonitorResult:
+    verdict: str  # shift | no_shift_detected | needs_more_images | unavailable
+    message: str
+    n_images: int
+    n_reference: int = 0
+    statistic: float | None = None  # KS statistic of the test with the smallest p-value
+    p_value: float | None = None  # that smallest p-value times the number of tests (Bonferroni), at most 1
+    strongest: str | None = None  # which test: "probability" or "<view> component N"
+    alpha: float = ALPHA
+    tests: list[dict] = field(default_factory=list)  # every test: name, statistic, p_value (unadjusted)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def unavailable(why: str, n_images: int) -> MonitorResult:
+    return MonitorResult(UNAVAILABLE, f"site monitor unavailable: {why}", n_images)
+
+
+def compare_with_reference(reference: FeatureReference | None, projections, probabilities,
+                           alpha: float = ALPHA, min_batch: int = MIN_BATCH) -> MonitorResult:
+    """KS tests of the batch (its images' feature projections and probabilities) against the reference."""
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    n = len(probabilities)
+    if reference is None:
+        return unavailable("the model carries no feature reference (re-export it with edgecxr convert)", n)
+    if not reference.monitor_available:
+        return unavailable(f"its reference holds {len(reference.reference_probabilities)} validation images "
+                           f"(needs {MIN_REFERENCE_IMAGES})", n)
+    n_reference = len(reference.reference_probabilities)
+    if n < min_batch:
+        return MonitorResult(TOO_FEW, f"the site monitor needs at least {min_batch} X-rays from one site to "
+                                      f"compare with the training images; this batch has {n}", n, n_reference)
+    projections = np.asarray(projections, dtype=np.float64).reshape(n, -1)
+    expected = reference.monitored_reference()
+    # Compared as the float32 the runtimes output: an int8 model's discrete probabilities must tie
+    # with the stored ones (which keep exactly their float32 values), not differ in the 9th digit.
+    tests = [("probability", reference.reference_probabilities.astype(np.float32), probabilities.astype(np.float32))]
+    tests += [(name, expected[:, j], projections[:, j]) for j, name in enumerate(reference.monitored_names())]
+    results = []
+    for name, expected, observed in tests:
+        statistic, p_value = ks_2samp(observed, expected)
+        results.append({"name": name, "statistic": round(statistic, 4), "p_value": float(f"{p_value:.4g}")})
+    strongest = min(results, key=lambda r: r["p_value"])
+    adjusted = min(1.0, strongest["p_value"] * len(results))
+    shifted = adjusted < alpha
+    message = SHIFT_MESSAGE if shifted else (
+        f"no difference from the validation images detected ({n} images, {len(results)} tests)")
+    return MonitorResult(SHIFT if shifted else NO_SHIFT, message, n, n_reference, strongest["statistic"],
+                         float(f"{adjusted:.4g}"), strongest["name"], alpha, results)
