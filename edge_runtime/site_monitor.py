@@ -20,8 +20,10 @@ from .ks_test import ks_2samp
 ALPHA = 0.05
 # Fewer images than this and a real difference would rarely be detected: say so instead.
 MIN_BATCH = 20
+# `edgecxr commission` does not exist yet (issue 18, part 3): until it does, the message names what
+# to do, not a command that would fail.
 SHIFT_MESSAGE = ("images from this site differ from the training images; specificity may be lower than "
-                 "validated; commission the model (edgecxr commission)")
+                 "validated; check the model on labelled films from this site before relying on it")
 
 SHIFT, NO_SHIFT, TOO_FEW, UNAVAILABLE = "shift", "no_shift_detected", "needs_more_images", "unavailable"
 
