@@ -33,7 +33,6 @@ import numpy as np
 from edgecxr.convert.calibration import ImageSet
 from edgecxr.convert.gate_reference import GateImages, artifact_reference, paths_digest, validation_halves
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
-from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.errors import EdgecxrError, ImageError
 from edgecxr.edge_runtime.feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference, input_layout
