@@ -316,10 +316,13 @@ def gate_inputs(run: RunFolder, keras_model, seed: int) -> tuple[dict | None, Ga
         return None, None, f"the run has no {SPLIT_FILE} to take training and validation images from"
     images = gate_images(run, seed)
     with console.status("fitting the feature reference"):
-        bases = run_bases(keras_model, run.metadata.preprocessing, images.fit.inputs)
+        try:
+            bases = run_bases(keras_model, run.metadata.preprocessing, images.fit.inputs)
+        except ValueError as exc:  # an untrained or collapsed model: its features say nothing
+            return None, None, f"no feature reference can be fitted on the training images ({exc})"
     if bases is None:
         return None, None, "the model has no global-average-pooling layer to take features from"
-    return bases, images, None
+    return bases, replace(images, fit=None), None
 
 
 def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportResult]:

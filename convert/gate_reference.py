@@ -45,7 +45,7 @@ CALIBRATION_SHARE = 0.5
 class GateImages:
     """The images a run's feature references are made from, and how they were chosen."""
 
-    fit: ImageSet  # training split: the components
+    fit: ImageSet | None  # training split: the components (dropped once fitted: 0.6 GB for Lite0)
     calibration: ImageSet  # half the validation split: the threshold and the monitor's sample
     description: dict
 
