@@ -1,4 +1,4 @@
-"""`edgecxr predict` and `edgecxr doctor`.
+"""`edgecxr predict`, `edgecxr commission` and `edgecxr doctor`.
 
 The CLI imports this module at start-up for every command, so it imports only typer (already
 loaded by the CLI) at module level; numpy, Pillow and the inference runtime load when a command runs.
@@ -50,7 +50,8 @@ def predict(
     items = collect_images(images, tuple(metadata.labels))
     summary = Summary(model=str(model), runtime=predictor.runtime, threshold=predictor.threshold,
                       positive_label=metadata.positive_label, labels=tuple(metadata.labels),
-                      reference=predictor.reference, learned_check=predictor.learned_check)
+                      reference=predictor.reference, learned_check=predictor.learned_check,
+                      commissioning=metadata.commissioning)
     if json_lines:
         writer = JsonLinesWriter()
     elif csv_path is not None:
@@ -89,6 +90,38 @@ def predict(
 
         write_json_atomic(summary_path, summary.to_dict())
     raise typer.Exit(1 if summary.skipped else 0)
+
+
+def commission(
+    model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
+    labelled_dir: Path = typer.Argument(..., help="This site's films, labelled by its clinician: a folder with "
+                                        "NORMAL/ and PNEUMONIA/ subfolders."),
+    site: Optional[str] = typer.Option(None, help="Site name (letters, digits, - and _). Default: the "
+                                       "folder's name."),
+    target_sensitivity: float = typer.Option(0.95, min=0.5, max=0.999,
+                                             help="Sensitivity the site threshold must keep, shown at 95% "
+                                                  "confidence on the site's PNEUMONIA films."),
+    out: Optional[Path] = typer.Option(None, help="The new model file. Default: beside the model, "
+                                       "with .site-SITE before its extension."),
+):
+    """Check a model on a site's labelled films (accuracy, sensitivity, specificity, 95% intervals) and
+    write a copy of it with a site threshold. The original model is never changed. Exit code 0: new
+    model written, 2: error."""
+    from .commissioning import (check_output, check_site_name, choose_site_threshold, commissioning_record,
+                                default_output, print_report, score_site, write_commissioned)
+    from .console import console
+    from .predictor import Predictor
+
+    model, labelled_dir = Path(model), Path(labelled_dir)
+    site = check_site_name(site if site is not None else labelled_dir.resolve().name)
+    out = Path(out) if out is not None else default_output(model, site)
+    check_output(model, out)
+    predictor = Predictor.open(model)
+    scores = score_site(predictor, labelled_dir)
+    choice = choose_site_threshold(scores.truths, scores.probabilities, predictor.threshold, target_sensitivity)
+    record = commissioning_record(site, model, scores, predictor.threshold, target_sensitivity, choice)
+    write_commissioned(model, out, record)
+    print_report(console, record, scores, out)
 
 
 def doctor(

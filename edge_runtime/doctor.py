@@ -80,6 +80,7 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
                  f"{predictor.backend.input_dtype}",
         "threshold": f"{md.threshold:.4f}",
         "sha256": "matches metadata",
+        "commissioned": commissioned(md.commissioning),
         "load": f"{load_ms:.0f} ms",
     }
     facts["input gate"] = f"cheap checks on; learned check {predictor.learned_check}"
@@ -106,6 +107,14 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
         return ModelCheck(str(path), False, "test prediction gives non-finite features", facts)
     facts["test prediction"] = f"{latency_ms:.1f} ms"
     return ModelCheck(str(path), True, "", facts)
+
+
+def commissioned(record: dict | None) -> str:
+    if record is None:
+        return "no (validated threshold; edgecxr commission sets a site's own)"
+    images = ", ".join(f"{label} {count}" for label, count in record.get("images", {}).items())
+    return (f"for site {record.get('site')} on {str(record.get('date'))[:10]} ({images}): threshold "
+            f"{record.get('previous_threshold', float('nan')):.4f} -> {record.get('threshold', float('nan')):.4f}")
 
 
 def print_report(console, runtimes: list[RuntimeCheck], model: ModelCheck | None) -> bool:

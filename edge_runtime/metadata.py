@@ -51,6 +51,11 @@ class ModelMetadata:
     # What the model's features look like on X-rays: the learned input check and the site monitor.
     feature_reference: FeatureReference | None = None
 
+    @property
+    def commissioning(self) -> dict | None:
+        """The record `edgecxr commission` left: which site's labelled films set this threshold."""
+        return self.details.get("commissioning") if isinstance(self.details, dict) else None
+
     def to_dict(self) -> dict:
         data = {
             "schema": SCHEMA,

@@ -118,6 +118,8 @@ class Summary:
     labels: tuple[str, ...]
     reference: FeatureReference | None = None
     learned_check: str = "unavailable"
+    # The model's commissioning record (edgecxr commission), None for a model as exported.
+    commissioning: dict | None = None
     counts: Counter = field(default_factory=Counter)
     refused: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -169,6 +171,7 @@ class Summary:
             "refused": self.refused,
             "skipped": self.skipped,
             "site_monitor": self.site_monitor(),
+            "commissioning": commissioning_summary(self.commissioning),
         }
         if self.latencies_ms:
             result["latency_ms"] = {
@@ -192,6 +195,14 @@ class Summary:
             line += f"; median latency {data['latency_ms']['median']:.1f} ms"
         console.print(f"[bold]summary[/bold] {line} [dim]({self.runtime}, threshold {self.threshold:.4f})[/dim]",
                       highlight=False)
+        commissioned = data["commissioning"]
+        if commissioned is not None:
+            console.print(f"commissioned for site {escape(commissioned['site'])} on {commissioned['date'][:10]}: "
+                          f"site threshold {commissioned['threshold']:.4f} (validated "
+                          f"{commissioned['previous_threshold']:.4f})", highlight=False)
+        else:
+            console.print("[dim]not commissioned: the validated threshold (edgecxr commission sets a site's)[/dim]",
+                          highlight=False)
         if "metrics" in data:
             m = data["metrics"]
             (tn, fp), (fn, tp) = m["confusion_matrix"]
@@ -219,6 +230,14 @@ class Summary:
         for item in data["skipped"]:
             console.print(f"[yellow]skipped[/yellow] {escape(item['path'])}: {escape(item['reason'])}",
                           highlight=False, soft_wrap=True)
+
+
+def commissioning_summary(record: dict | None) -> dict | None:
+    """What a prediction's reader needs from the commissioning record: which site set which threshold."""
+    if record is None:
+        return None
+    keys = ("site", "date", "threshold", "previous_threshold", "target_sensitivity", "source_sha256")
+    return {key: record.get(key) for key in keys}
 
 
 def _fmt(value) -> str:

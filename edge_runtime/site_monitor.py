@@ -20,10 +20,9 @@ from .ks_test import ks_2samp
 ALPHA = 0.05
 # Fewer images than this and a real difference would rarely be detected: say so instead.
 MIN_BATCH = 20
-# `edgecxr commission` does not exist yet (issue 18, part 3): until it does, the message names what
-# to do, not a command that would fail.
+# What to do about it: check the model on the site's own labelled films, which `edgecxr commission` does.
 SHIFT_MESSAGE = ("images from this site differ from the training images; specificity may be lower than "
-                 "validated; check the model on labelled films from this site before relying on it")
+                 "validated; commission the model on labelled films from this site (edgecxr commission)")
 
 SHIFT, NO_SHIFT, TOO_FEW, UNAVAILABLE = "shift", "no_shift_detected", "needs_more_images", "unavailable"
 

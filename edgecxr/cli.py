@@ -25,6 +25,7 @@ app.command()(train_command.train)
 app.command()(train_command.evaluate)
 app.command()(convert_command.convert)
 app.command()(runtime_command.predict)
+app.command()(runtime_command.commission)
 app.command()(runtime_command.doctor)
 app.command()(bench_command.bench)
 

@@ -1,0 +1,202 @@
+"""Commissioning at a new site, simulated: test/ plays the clinic, split by patient.
+
+    python -m edgecxr.benchmarks.commissioning RUN_OR_MODEL... [--sizes 25,50,100,200] [--splits 50]
+
+Each model (a .tflite/.onnx file, or a run folder: its export/model_int8.tflite) scores every test/
+image once, in the TensorFlow-free runtime with the input gate (refused images left out). Then, for
+each size k and each seeded split, whole patients are drawn per class (in test/'s class
+proportions, so both classes appear) until k labelled images are reached: those commission the
+model with `edgecxr commission`'s own rule (site_threshold.py); the rest of test/ is scored at the
+site threshold and at the uncommissioned (validated) threshold. The probabilities are reused across
+splits. test/'s labels are read only as this protocol says: to commission on the k images, and to
+score the others.
+
+Goals at k = 100 (int8): mean accuracy >= 0.90 (compact) / 0.92 (EfficientNet-Lite0) on the
+evaluation part, mean sensitivity >= 0.95, 10th-percentile sensitivity >= 0.92.
+Results land in benchmarks/results/commissioning/ with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
+from edgecxr.edge_runtime.data_location import resolve_data_dir
+from edgecxr.edge_runtime.folders import labelled_images
+from edgecxr.edge_runtime.metrics import binary_metrics
+from edgecxr.edge_runtime.predictor import Predictor
+from edgecxr.edge_runtime.site_threshold import choose_site_threshold
+from edgecxr.train.dataset import patient_id
+
+from .machine import describe, machine_info
+from .report import markdown_table
+
+TARGET = 0.95
+GOAL_SIZE = 100
+ACCURACY_GOALS = {"compact": 0.90, "efficientnet_lite0": 0.92}
+GOALS = {"mean_sensitivity_min": 0.95, "p10_sensitivity_min": 0.92}
+FIGURES = ("accuracy", "sensitivity", "specificity")
+
+
+def model_path(given: Path) -> Path:
+    return given / "export" / "model_int8.tflite" if given.is_dir() else given
+
+
+def score_test(predictor: Predictor, folder: Path) -> dict:
+    """Every test/ image once: probabilities of the accepted ones, with truth and patient."""
+    images = labelled_images(folder, tuple(predictor.metadata.labels))
+    truths, probabilities, patients, refused, skipped = [], [], [], 0, 0
+    for image, prediction in zip(images, predictor.predict_many((i.path for i in images), batch_size=32)):
+        if not prediction.ok:
+            skipped += 1
+        elif prediction.refused:
+            refused += 1
+        else:
+            truths.append(image.label == predictor.metadata.labels.index(predictor.positive_label))
+            probabilities.append(prediction.probability)
+            patients.append(f"{image.label}:{patient_id(image.path)}")
+    return {"truths": np.array(truths), "probabilities": np.array(probabilities), "patients": np.array(patients),
+            "refused": refused, "skipped": skipped}
+
+
+def draw_commissioning_part(truths: np.ndarray, patients: np.ndarray, k: int, rng) -> np.ndarray:
+    """A boolean mask of about k images: whole patients per class, in the classes' proportions."""
+    mask = np.zeros(len(truths), dtype=bool)
+    for positive in (False, True):
+        in_class = truths == positive
+        quota = max(1, round(k * in_class.mean()))
+        groups = np.unique(patients[in_class])
+        rng.shuffle(groups)
+        taken = 0
+        for group in groups:
+            if taken >= quota:
+                break
+            members = patients == group
+            mask |= members
+            taken += int(members.sum())
+    return mask
+
+
+def summarise(values: list[float]) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "p10": float(np.percentile(values, 10))}
+
+
+def simulate(scores: dict, validated: float, k: int, splits: int, seed: int) -> dict:
+    truths, probabilities, patients = scores["truths"], scores["probabilities"], scores["patients"]
+    rng = np.random.default_rng([seed, k])
+    site, plain, thresholds, supported, sizes = {f: [] for f in FIGURES}, {f: [] for f in FIGURES}, [], 0, []
+    for _ in range(splits):
+        commission = draw_commissioning_part(truths, patients, k, rng)
+        choice = choose_site_threshold(truths[commission], probabilities[commission], validated, TARGET)
+        evaluate = ~commission
+        for figures, threshold in ((site, choice.threshold), (plain, validated)):
+            metrics = binary_metrics(truths[evaluate], probabilities[evaluate], threshold)
+            for f in FIGURES:
+                figures[f].append(metrics[f])
+        thresholds.append(choice.threshold)
+        supported += choice.supported
+        sizes.append(int(commission.sum()))
+    return {"k": k, "splits": splits, "images_drawn": summarise(sizes), "supported_share": supported / splits,
+            "site_threshold": summarise(thresholds),
+            "commissioned": {f: summarise(v) for f, v in site.items()},
+            "uncommissioned": {f: summarise(v) for f, v in plain.items()}}
+
+
+def goals_met(arch: str, at_goal_size: dict) -> dict:
+    site = at_goal_size["commissioned"]
+    accuracy_goal = ACCURACY_GOALS.get(arch)
+    return {
+        "accuracy": None if accuracy_goal is None else site["accuracy"]["mean"] >= accuracy_goal,
+        "accuracy_goal": accuracy_goal,
+        "mean_sensitivity": site["sensitivity"]["mean"] >= GOALS["mean_sensitivity_min"],
+        "p10_sensitivity": site["sensitivity"]["p10"] >= GOALS["p10_sensitivity_min"],
+    }
+
+
+def benchmark_model(path: Path, test_dir: Path, args) -> dict:
+    predictor = Predictor.open(path)
+    metadata = predictor.metadata
+    scores = score_test(predictor, test_dir)
+    rows = [simulate(scores, predictor.threshold, k, args.splits, args.seed) for k in args.sizes]
+    at_goal = next((r for r in rows if r["k"] == GOAL_SIZE), None)
+    return {"model": str(path), "arch": metadata.arch, "quantization": metadata.quantization,
+            "runtime": predictor.runtime, "sha256": metadata.sha256, "validated_threshold": predictor.threshold,
+            "n_scored": int(len(scores["truths"])), "n_positive": int(scores["truths"].sum()),
+            "n_patients": int(len(np.unique(scores["patients"]))), "refused": scores["refused"],
+            "skipped": scores["skipped"], "sizes": rows,
+            "goals_at_100": goals_met(metadata.arch, at_goal) if at_goal else None}
+
+
+def _cell(summary: dict) -> str:
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f} ({summary['p10']:.3f})"
+
+
+def _verdict(value) -> str:
+    return "n/a" if value is None else "met" if value else "NOT met"
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Commissioning at a new site (test/ split by patient)", "",
+             f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.",
+             f"TensorFlow imported during the run: {'yes' if result['tensorflow_imported'] else 'no'}. "
+             f"Target sensitivity {TARGET}; {result['settings']['splits']} seeded splits per size; cells: mean ± "
+             f"standard deviation (10th percentile) on the evaluation part.", ""]
+    for m in result["models"]:
+        lines += [f"## {Path(m['model']).name} ({m['arch']}, {m['quantization']}, {m['runtime']})", "",
+                  f"{m['n_scored']} test/ images scored ({m['n_positive']} PNEUMONIA, {m['n_patients']} patients), "
+                  f"{m['refused']} refused by the input gate, {m['skipped']} skipped; validated threshold "
+                  f"{m['validated_threshold']:.4f}.", ""]
+        rows = []
+        for r in m["sizes"]:
+            for name, key in (("site threshold", "commissioned"), ("validated threshold", "uncommissioned")):
+                rows.append([str(r["k"]), name] + [_cell(r[key][f]) for f in FIGURES] +
+                            ([f"{100 * r['supported_share']:.0f} %", f"{r['site_threshold']['mean']:.3f}"]
+                             if key == "commissioned" else ["", ""]))
+        lines += markdown_table(["k", "threshold", "accuracy", "sensitivity", "specificity",
+                                 "splits with enough PNEUMONIA for the rule", "mean site threshold"], rows, left=2)
+        goals = m["goals_at_100"]
+        if goals:
+            lines += ["", f"Goals at k = 100: mean accuracy ≥ {goals['accuracy_goal']}: {_verdict(goals['accuracy'])}; "
+                          f"mean sensitivity ≥ {GOALS['mean_sensitivity_min']}: {_verdict(goals['mean_sensitivity'])}; "
+                          f"10th-percentile sensitivity ≥ {GOALS['p10_sensitivity_min']}: "
+                          f"{_verdict(goals['p10_sensitivity'])}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="+", help="model files or run folders (export/model_int8.tflite)")
+    parser.add_argument("--data", type=Path, default=None, help="Kaggle-layout folder whose test/ is the new site")
+    parser.add_argument("--sizes", default="25,50,100,200")
+    parser.add_argument("--splits", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/commissioning"))
+    args = parser.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    if args.splits < 2 or min(args.sizes) < 2:
+        parser.error("--splits and every size must be at least 2")
+    test_dir = resolve_data_dir(args.data) / "test"
+    machine = machine_info()
+    models = [benchmark_model(model_path(m), test_dir, args) for m in args.models]
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": "python -m edgecxr.benchmarks.commissioning " + " ".join(argv or sys.argv[1:]),
+              "machine": machine, "machine_text": describe(machine), "target_sensitivity": TARGET,
+              "goals": {**GOALS, "accuracy_mean_min": ACCURACY_GOALS, "size": GOAL_SIZE},
+              "settings": {**vars(args), "models": [str(m) for m in args.models], "data": str(args.data),
+                           "out": str(args.out)},
+              "tensorflow_imported": "tensorflow" in sys.modules, "models": models}
+    write_json_atomic(args.out / "commissioning.json", result)
+    write_text_atomic(args.out / "commissioning.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
