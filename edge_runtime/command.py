@@ -107,10 +107,11 @@ def commission(
     """Check a model on a site's labelled films (accuracy, sensitivity, specificity, 95% intervals) and
     write a copy of it with a site threshold. The original model is never changed. Exit code 0: new
     model written, 2: error."""
-    from .commissioning import (check_output, check_site_name, choose_site_threshold, commissioning_record,
+    from .commissioning import (check_output, check_site_name, commissioning_record,
                                 default_output, print_report, score_site, write_commissioned)
     from .console import console
     from .predictor import Predictor
+    from .site_threshold import choose_site_threshold
 
     model, labelled_dir = Path(model), Path(labelled_dir)
     site = check_site_name(site if site is not None else labelled_dir.resolve().name)

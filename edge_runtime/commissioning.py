@@ -26,7 +26,7 @@ from .intervals import clopper_pearson
 from .metadata import metadata_path, read_metadata, sha256_file, write_metadata
 from .metrics import confusion_matrix
 from .predictor import Predictor
-from .site_threshold import CONFIDENCE, SiteThreshold, choose_site_threshold
+from .site_threshold import CONFIDENCE, SiteThreshold
 
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
