@@ -33,8 +33,9 @@ def convert_onnx_float(serve, signature, opset: int = DEFAULT_OPSET) -> bytes:
 
 # onnxruntime's calibrator runs a copy of the model that outputs every tensor's min and max; its
 # working memory grows with the batch (Lite0, 1,000 images: 5.8 GB for the whole convert with
-# batches of 16). The ranges are a min and max over all images, whatever the batch.
-CALIBRATION_BATCH = 4
+# batches of 16, 3.9 GB with 4). The ranges are a min and max over all images, whatever the batch,
+# so one image at a time costs only time.
+CALIBRATION_BATCH = 1
 
 
 class ArrayReader:

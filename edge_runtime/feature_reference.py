@@ -38,6 +38,7 @@ REFUSAL_RATE = 0.01
 # The site monitor compares batches with this many reference images at the least.
 MIN_REFERENCE_IMAGES = 20
 LAYOUT_GRID = 8
+LAYOUT_CHUNK = 64
 # Numbers are stored with 6 significant digits: float32 features carry little more. Probabilities
 # keep 9, enough to give back their exact float32 values: an int8 model's probabilities take a few
 # discrete values, and the monitor's KS test must see a batch's values tie with the reference's.
@@ -47,14 +48,20 @@ FLOAT32_DIGITS = 9
 
 def input_layout(inputs) -> np.ndarray:
     """(N, H, W, C) model inputs -> (N, 64): the mean input over each cell of an 8x8 grid."""
-    inputs = np.asarray(inputs, dtype=np.float64)
+    inputs = np.asarray(inputs)
     n, height, width = inputs.shape[:3]
     cell_h, cell_w = height // LAYOUT_GRID, width // LAYOUT_GRID
     if cell_h < 1 or cell_w < 1:
         raise ValueError(f"inputs of {height}x{width} are smaller than the {LAYOUT_GRID}x{LAYOUT_GRID} grid")
-    # Sizes that are not multiples of 8 lose their last few rows and columns: a sliver of border.
-    grid = inputs[:, :cell_h * LAYOUT_GRID, :cell_w * LAYOUT_GRID].mean(axis=3)
-    return grid.reshape(n, LAYOUT_GRID, cell_h, LAYOUT_GRID, cell_w).mean(axis=(2, 4)).reshape(n, -1)
+    # A slice of images at a time, summed in float64: a float64 copy of 1,000 Lite0 inputs at once
+    # was 1.2 GB and set convert's peak memory. Sizes that are not multiples of 8 lose their last few
+    # rows and columns: a sliver of border.
+    layouts = []
+    for start in range(0, n, LAYOUT_CHUNK):
+        chunk = inputs[start:start + LAYOUT_CHUNK, :cell_h * LAYOUT_GRID, :cell_w * LAYOUT_GRID]
+        grid = chunk.mean(axis=3, dtype=np.float64)
+        layouts.append(grid.reshape(len(chunk), LAYOUT_GRID, cell_h, LAYOUT_GRID, cell_w).mean(axis=(2, 4)))
+    return np.concatenate(layouts).reshape(n, -1) if layouts else np.zeros((0, LAYOUT_GRID ** 2))
 
 
 def conformal_threshold(scores, refusal_rate: float) -> float | None:
