@@ -337,13 +337,15 @@ def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportRes
         calibration_folder(options.calibration_data)  # refuse test/ before any slow work
     options.out_dir.mkdir(parents=True, exist_ok=True)  # an unusable --out is found before TensorFlow loads
     reference = KerasBackend(run.model_path)
+    # The feature reference first: its 1,000 fitting images are dropped once fitted, before the
+    # calibration and verification images are decoded (all at once took Lite0's convert past 4 GB).
+    bases, images, skipped = gate_inputs(run, reference.model, options.seed)
     verification = verification_set(run, options.verify_size, options.seed) if options.verify else None
     calibration = None
     if any(p.quantization == "int8" for p in plans):
         calibration = calibration_set(run, options.calibration_size, options.seed, options.calibration_data,
                                       exclude=verification.paths if verification is not None else ())
     reference_probs = predict_in_batches(reference.predict_proba, verification.inputs) if verification is not None else None
-    bases, images, skipped = gate_inputs(run, reference.model, options.seed)
     with tempfile.TemporaryDirectory(prefix="edgecxr-convert-") as workdir:
         ctx = ExportContext(run, options, reference.model, Path(workdir), calibration, verification, reference_probs,
                             gate_bases=bases, gate_images=images, gate_skipped=skipped)
