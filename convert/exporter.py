@@ -25,7 +25,7 @@ from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.feature_reference import FEATURES, FeatureBasis
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
-from edgecxr.edge_runtime.formats import EXPORT_FORMATS
+from edgecxr.edge_runtime.formats import EXPORT_FORMATS, ExportFormat
 from edgecxr.edge_runtime.run_folder import EXPORT_DIR, SPLIT_FILE, VERIFY_FILE, RunFolder
 from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, compiled_predict
@@ -37,7 +37,7 @@ from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSe
 from .fidelity import compare
 from .gate_reference import GateImages, artifact_reference, gate_images, run_bases
 from .keras_graph import export_saved_model, serving_function
-from .plan import ArtifactPlan, plan_artifacts
+from .plan import plan_artifacts
 from .tensor_info import onnx_io, tflite_io
 from .verify import problems
 
@@ -147,7 +147,7 @@ class ExportContext:
         return replace(self, keras_model=model, workdir=workdir, _saved_model=None, _float_onnx=None)
 
 
-def build_file(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
+def build_file(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict:
     """Write the artifact to `target` with the quantizer of its format; returns converter facts."""
     calibration = ctx.calibration.inputs if plan.quantization == "int8" else None
     if plan.format == "tflite":
@@ -162,7 +162,7 @@ def build_file(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
             "quantizer": onnx_export.QUANTIZER}
 
 
-def artifact_metadata(plan: ArtifactPlan, path: Path, ctx: ExportContext, facts: dict) -> ModelMetadata:
+def artifact_metadata(plan: ExportFormat, path: Path, ctx: ExportContext, facts: dict) -> ModelMetadata:
     source = ctx.run.metadata
     io = tflite_io(path) if plan.format == "tflite" else onnx_io(path)
     details = {
@@ -192,7 +192,7 @@ def artifact_probabilities(path: Path, metadata: ModelMetadata, inputs: np.ndarr
     return predict_in_batches(backend.predict_proba, inputs), backend.runtime
 
 
-def build_bias_corrected(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
+def build_bias_corrected(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict:
     """An int8 artifact corrected as `ctx.options.bias_correction` says (logit, or layers then logit)."""
     start, described = ctx, {"mode": ctx.options.bias_correction}
     if ctx.options.bias_correction == "layers":
@@ -210,13 +210,13 @@ def build_bias_corrected(plan: ArtifactPlan, target: Path, ctx: ExportContext) -
     return {**facts, "bias_correction": {**described, **gap.describe()}}
 
 
-def build_artifact(plan: ArtifactPlan, target: Path, ctx: ExportContext) -> dict:
+def build_artifact(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict:
     if plan.quantization == "int8" and ctx.options.bias_correction != "off":
         return build_bias_corrected(plan, target, ctx)
     return build_file(plan, target, ctx)
 
 
-def verify_file(plan: ArtifactPlan, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> tuple[dict, str]:
+def verify_file(plan: ExportFormat, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> tuple[dict, str]:
     """Run the artifact in its real runtime on the verification images; raise if out of tolerance."""
     probs, runtime = artifact_probabilities(path, metadata, ctx.verification.inputs)
     comparison = compare(ctx.reference_probs, probs, ctx.verification.labels, metadata.threshold)
@@ -246,7 +246,7 @@ def attach_feature_reference(path: Path, metadata: ModelMetadata, ctx: ExportCon
             "metadata_numbers": reference.n_numbers()}
 
 
-def export_one(plan: ArtifactPlan, ctx: ExportContext, build=build_artifact) -> ExportResult:
+def export_one(plan: ExportFormat, ctx: ExportContext, build=build_artifact) -> ExportResult:
     """Build (with `build`), verify and publish one artifact; never raises for a bad artifact."""
     target = ctx.options.out_dir / plan.filename
     started = time.perf_counter()

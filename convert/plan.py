@@ -11,8 +11,6 @@ from edgecxr.edge_runtime.formats import EXPORT_FORMATS, FORMAT_NAMES, QUANT_TAG
 
 QUANTIZE_CHOICES = (*QUANT_TAGS, "all")
 FORMAT_CHOICES = (*FORMAT_NAMES, "all")
-# What convert builds: a row of the format table.
-ArtifactPlan = ExportFormat
 
 
 def plan_artifacts(quantize: str, format: str) -> list[ExportFormat]:
