@@ -150,3 +150,21 @@ def test_bench_hands_a_plain_device_string_downstream(monkeypatch, tiny_kaggle, 
     fake_module(monkeypatch, "edgecxr.benchmarks.bench", BenchConfig=config, run_bench=None)
     kwargs = invoke("bench", str(tmp_path), "--data", str(tiny_kaggle), "--device", "CPU")
     assert kwargs["device"] == "cpu" and type(kwargs["device"]) is str
+
+
+def test_framing_and_gamma_options_reach_the_config(monkeypatch, tiny_kaggle):
+    def train(config):
+        raise Reached(config)
+
+    fake_module(monkeypatch, "edgecxr.train.trainer", train=train)
+    config = invoke("train", "--data", str(tiny_kaggle), "--frame-area", "0.65", "--frame-aspect", "0.29",
+                    "--gamma", "0.35")
+    assert (config.augment.frame_area, config.augment.frame_aspect, config.augment.gamma) == (0.65, 0.29, 0.35)
+    defaults = invoke("train", "--data", str(tiny_kaggle))
+    assert (defaults.augment.frame_area, defaults.augment.frame_aspect, defaults.augment.gamma) == (0, 0, 0)
+    assert invoke("train", "--data", str(tiny_kaggle), "--no-augment", "--gamma", "0.3").augment.enabled is False
+
+
+def test_framing_area_out_of_range_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--frame-area", "0.95", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "0.95 is not in the range 0.0<=x<=0.9" in result.output
