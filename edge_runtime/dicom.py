@@ -132,7 +132,13 @@ def _voi_range(ds) -> tuple[float | None, float | None]:
 
     sequence = ds.get("VOILUTSequence")
     if sequence and sequence[0].get("LUTDescriptor") is not None and sequence[0].get("LUTData") is not None:
-        entries, first = int(sequence[0].LUTDescriptor[0]) or 65536, int(sequence[0].LUTDescriptor[1])
+        entries, first, depth = (int(v) for v in sequence[0].LUTDescriptor)
+        entries = entries or 65536
+        if depth == 8:
+            # pydicom 3.0 indexes an 8-bit table with an 8-bit array, so stored values above 255 wrap
+            # (a 12-bit film came out nearly black). The same entries read as 16-bit are exact; the
+            # dataset is this decoder's own copy.
+            sequence[0].LUTDescriptor = [sequence[0].LUTDescriptor[0], first, 16]
         table = apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds, prefer_lut=True)
     elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         table = apply_voi_lut(np.array([-1e12, 1e12]), ds, prefer_lut=False)
