@@ -17,6 +17,7 @@ with the reason.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,14 @@ def is_dicom(head: bytes) -> bool:
 def decode_dicom(data: bytes, max_pixels: int) -> Image.Image:
     """DICOM bytes -> an 'L' (or 'RGB') PIL image with `info['warnings']`: a list of strings."""
     pydicom = _import_pydicom()
+    # pydicom warns (Python warnings) about every oddity of a file it still reads; what matters to
+    # the user is decided here and said once, in the result's warnings or the skip reason.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode(pydicom, data, max_pixels)
+
+
+def _decode(pydicom, data: bytes, max_pixels: int) -> Image.Image:
     from pydicom.errors import InvalidDicomError
 
     try:
