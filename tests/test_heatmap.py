@@ -164,3 +164,17 @@ def test_predict_heatmap_into_a_file_is_one_line(models, films, tmp_path, monkey
     blocker.write_text("a file")
     code, _, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], films[0], "--heatmap", blocker)
     assert code == 2 and "not a folder" in err and "Traceback" not in err
+
+
+def test_the_sanity_benchmarks_rank_correlation_handles_ties_like_scipy():
+    from edgecxr.benchmarks.heatmap_sanity import shifted, spearman
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=200).astype(float)  # int8 maps tie a lot
+    b = a + rng.integers(0, 3, size=200)
+    assert spearman(a, a) == pytest.approx(1.0) and spearman(a, -a) == pytest.approx(-1.0)
+    stats = pytest.importorskip("scipy.stats")
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert np.isnan(spearman(np.ones(5), np.arange(5.0)))
+    film = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert shifted(film, 1).tolist() == [[0, 0, 1, 2], [4, 4, 5, 6], [8, 8, 9, 10]]
