@@ -62,7 +62,7 @@ def real_films(out: Path, quality: int = QUALITY) -> tuple[list[Path], str | Non
             values = dataset.pixel_array.astype(np.float64)
             low, high = values.min(), values.max()
             scaled = (values - low) * (255.0 / (high - low))
-            if dataset.PhotometricInterpretation == "MONOCHROME1":  # high values are white on film
+            if dataset.PhotometricInterpretation == "MONOCHROME1":  # its lowest value is shown white
                 scaled = 255.0 - scaled
             out.mkdir(parents=True, exist_ok=True)
             Image.fromarray((scaled + 0.5).astype(np.uint8)).save(target, format="JPEG", quality=quality)
