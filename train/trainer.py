@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,10 @@ from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, TRAINED_FILE
 from edgecxr.edge_runtime.versions import package_versions
 
-from . import plots
+from . import distribution, plots
 from .augment import augment_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
+from .distributed_fit import fit_distributed
 from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
 from .hparams import TrainConfig
 from .keras_backend import compiled_predict
@@ -38,6 +41,13 @@ class Splits:
     train: PixelSet
     val: PixelSet
     source: str
+    # Multi-worker: `train` is this worker's shard; these are all of the training split's files.
+    all_train_paths: list[str] | None = None
+    all_train_labels: np.ndarray | None = None
+
+    @property
+    def train_paths(self) -> list[str]:
+        return self.train.paths if self.all_train_paths is None else self.all_train_paths
 
 
 def load_splits(config: TrainConfig, spec: PreprocessSpec) -> Splits:
@@ -53,12 +63,34 @@ def load_splits(config: TrainConfig, spec: PreprocessSpec) -> Splits:
                   f"{config.val_fraction:.0%} of train/ patients ({reason}), seed {config.seed}")
 
 
-def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
-    """Batched (train, validation) datasets; train batches carry each image's class weight."""
-    import tensorflow as tf
+def load_worker_splits(config: TrainConfig, role: distribution.Role, spec: PreprocessSpec) -> Splits:
+    """One worker's shard of the training split (every workers-th file) and all of validation.
 
-    labels = splits.train.labels
-    weights = image_weights(labels, config.class_weights)
+    The patient split is drawn from the file list, before anything is decoded, so every worker
+    draws the same one; each then decodes (and caches, under its own key) only its shard.
+    """
+    folders = find_splits(config.data)
+    samples = labelled_images(folders.train)
+    if official_val_usable(folders):
+        train_samples, val_samples = samples, labelled_images(folders.val)
+        source = f"official {folders.val}"
+    else:
+        train_idx, val_idx = split_by_patient([s.path for s in samples], [s.label for s in samples],
+                                              config.val_fraction, config.seed)
+        train_samples, val_samples = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+        reason = "no val/ folder" if folders.val is None else "val/ is too small"
+        source = f"{config.val_fraction:.0%} of train/ patients ({reason}), seed {config.seed}"
+    shard = train_samples[role.worker::role.workers]
+    train = load_pixels(shard, spec, f"decoding train/ shard {role.worker + 1}/{role.workers}")
+    val = load_pixels(val_samples, spec, "decoding validation")
+    return Splits(train, val, source, [str(s.path) for s in train_samples],
+                  np.asarray([s.label for s in train_samples], dtype=np.int64))
+
+
+def train_dataset(part: PixelSet, spec: PreprocessSpec, config: TrainConfig, batch_size: int, seed: int,
+                  weights: np.ndarray, repeat: bool = False):
+    """Shuffled batches of (scaled and augmented pixels, label, class weight); endless if `repeat`."""
+    import tensorflow as tf
 
     def prepare_train(batch, seed):
         pixels, labels, weights = batch
@@ -68,22 +100,33 @@ def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
             x = augment_batch(x, seed, config.augment)
         return scale_pixels(x, spec), y, weights
 
+    # One stateless seed per batch, drawn from the run's seed: augmentation repeats exactly.
+    batch_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    train = (tf.data.Dataset.from_tensor_slices((part.pixels, part.labels, weights))
+             .shuffle(len(part.labels), seed=seed, reshuffle_each_iteration=True))
+    train = (train.repeat() if repeat else train).batch(batch_size)
+    return (tf.data.Dataset.zip((train, batch_seeds))
+            .map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def validation_dataset(part: PixelSet, spec: PreprocessSpec):
+    import tensorflow as tf
+
     def prepare_val(pixels, labels):
         return scale_pixels(tf.cast(pixels, tf.float32), spec), tf.cast(labels, tf.float32)[:, None]
 
-    # One stateless seed per batch, drawn from the run's seed: augmentation repeats exactly.
-    batch_seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
-    train = (tf.data.Dataset.from_tensor_slices((splits.train.pixels, labels, weights))
-             .shuffle(len(splits.train.labels), seed=config.seed, reshuffle_each_iteration=True)
-             .batch(config.batch_size))
-    train = (tf.data.Dataset.zip((train, batch_seeds))
-             .map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE)
-             .prefetch(tf.data.AUTOTUNE))
-    val = (tf.data.Dataset.from_tensor_slices((splits.val.pixels, splits.val.labels))
-           .batch(256)
-           .map(prepare_val)
-           .cache())
-    return train, val
+    return (tf.data.Dataset.from_tensor_slices((part.pixels, part.labels))
+            .batch(256)
+            .map(prepare_val)
+            .cache())
+
+
+def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
+    """Batched (train, validation) datasets; train batches carry each image's class weight."""
+    weights = image_weights(splits.train.labels, config.class_weights)
+    return (train_dataset(splits.train, spec, config, config.batch_size, config.seed, weights),
+            validation_dataset(splits.val, spec))
 
 
 def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -111,6 +154,59 @@ def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainCo
                   else best_epoch_index(history["val_loss"], config.epochs) + 1)
     return {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
             "transfer": transfer_details}
+
+
+def backup_folder(config: TrainConfig, role: distribution.Role) -> Path:
+    """Where a distributed run backs up each epoch, so that a restarted worker resumes.
+
+    The chief's sits next to the run folder (hidden, like the staging folder); the other workers
+    keep theirs in the machine's temporary folder, named after the run, so that they write
+    nothing a user sees. Each is removed when training ends.
+    """
+    if role.chief:
+        return run_folder.backup_folder(config.out)
+    tag = hashlib.sha256(str(Path(config.out).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"edgecxr-backup-{tag}-worker{role.worker}"
+
+
+def fit_under_strategy(model_spec, strategy, role: distribution.Role, splits: Splits, spec: PreprocessSpec,
+                       config: TrainConfig):
+    """Train a new model under `strategy`; returns an ordinary Keras model with its weights (saved and
+    scored outside the strategy, by the chief alone) and the facts the run records."""
+    if model_spec.transfer:
+        raise EdgecxrError(f"--distribute {config.distribute} trains the compact CNN only for now, "
+                           f"not --arch {config.arch}; see docs/distributed.md")
+    started = time.perf_counter()
+    scaling = distribution.scaled(config.batch_size, config.learning_rate, strategy.num_replicas_in_sync)
+    counted = splits.train.labels if splits.all_train_labels is None else splits.all_train_labels
+    weights = image_weights(splits.train.labels, config.class_weights, counted)
+
+    def build():
+        return model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
+
+    def worker_stream(batch_size: int, pipeline: int):
+        return train_dataset(splits.train, spec, config, batch_size, config.seed + pipeline, weights, repeat=True)
+
+    trained, history = fit_distributed(build, strategy, worker_stream, validation_dataset(splits.val, spec),
+                                       len(splits.train_paths), scaling, config, backup_folder(config, role))
+    model = build()  # outside the strategy: a model that saves and predicts like any other
+    model.set_weights(trained.get_weights())
+    train_seconds = time.perf_counter() - started
+    best_epoch = best_epoch_index(history["val_loss"], config.epochs) + 1
+    scaling.update(mode=config.distribute, workers=role.workers)
+    return model, {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
+                   "transfer": None, "distribution": scaling}
+
+
+def train_worker(config: TrainConfig, role: distribution.Role, strategy) -> None:
+    """A non-chief worker: train its part in step with the others, publish nothing."""
+    import keras
+
+    model_spec = get_model_spec(config.arch)
+    spec = model_spec.preprocess_spec(config.image_size, config.equalize, config.crop)
+    keras.utils.set_random_seed(config.seed)
+    fit_under_strategy(model_spec, strategy, role, load_worker_splits(config, role, spec), spec, config)
+    console.print(f"worker {role.worker} of {role.workers} done; the chief writes {config.out}", highlight=False)
 
 
 def resume_key(config: TrainConfig) -> dict:
@@ -144,21 +240,31 @@ def train(config: TrainConfig) -> Path:
     """Train, pick the operating threshold on validation, and write the run folder. Returns it."""
     import keras
 
+    config.out = Path(config.out)
+    role = distribution.role(config.distribute)
+    if not role.chief and config.resume:
+        console.print("--resume: nothing to do on a worker that is not the chief", highlight=False)
+        return config.out
+    # Before anything else starts TensorFlow; none for --resume, which trains nothing.
+    strategy = None if config.resume else distribution.start_strategy(role)
+    if not role.chief:
+        train_worker(config, role, strategy)
+        return config.out
     model_spec = get_model_spec(config.arch)
     spec = model_spec.preprocess_spec(config.image_size, config.equalize, config.crop)
-    config.out = Path(config.out)
     staging = run_folder.create_staging(config.out, config.overwrite, config.resume)
     key = resume_key(config)
     trained = False
     try:
         keras.utils.set_random_seed(config.seed)
-        splits = load_splits(config, spec)
+        splits = load_splits(config, spec) if role.workers == 1 else load_worker_splits(config, role, spec)
         for name, part in (("train", splits.train), ("validation", splits.val)):
             if len(set(part.labels.tolist())) < 2:
                 raise EdgecxrError(f"the {name} split has only one class; add images of both classes")
         skipped = len(splits.train.skipped) + len(splits.val.skipped)
+        train_labels = splits.train.labels if splits.all_train_labels is None else splits.all_train_labels
         console.print(
-            f"train {len(splits.train.labels)} images ({np.bincount(splits.train.labels, minlength=2).tolist()} "
+            f"train {len(splits.train_paths)} images ({np.bincount(train_labels, minlength=2).tolist()} "
             f"NORMAL/PNEUMONIA), validation {len(splits.val.labels)} from {splits.source}; "
             f"{skipped} file(s) skipped", highlight=False)
 
@@ -167,8 +273,11 @@ def train(config: TrainConfig) -> Path:
             console.print(f"resuming from the model trained in {staging}", highlight=False)
         else:
             check_transfer_options(config, model_spec.transfer)
-            model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
-            facts = fit(model, model_spec, splits, spec, config)
+            if strategy is None:
+                model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
+                facts = fit(model, model_spec, splits, spec, config)
+            else:
+                model, facts = fit_under_strategy(model_spec, strategy, role, splits, spec, config)
             save_trained(model, facts, key, staging)
         trained = True
         history, train_seconds = facts["history"], facts["train_seconds"]
@@ -187,12 +296,13 @@ def train(config: TrainConfig) -> Path:
                 "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
                 "training": {
                     "config": config.to_dict(), "validation_source": splits.source,
-                    "n_train": int(len(splits.train.labels)), "n_val": int(len(splits.val.labels)),
+                    "n_train": len(splits.train_paths), "n_val": int(len(splits.val.labels)),
                     "epochs_run": len(history["loss"]), "best_epoch": best_epoch,
                     "train_seconds": round(train_seconds, 1),
                 },
                 "versions": package_versions(),
                 **({"transfer": transfer_details} if transfer_details else {}),
+                **({"distribution": facts["distribution"]} if facts.get("distribution") else {}),
             },
         )
         write_metadata(model_path, metadata)
@@ -200,7 +310,7 @@ def train(config: TrainConfig) -> Path:
         write_json_atomic(staging / METRICS_FILE, {
             "validation": val_metrics,
             "validation_source": splits.source,
-            "n_train": int(len(splits.train.labels)),
+            "n_train": len(splits.train_paths),
             "n_val": int(len(splits.val.labels)),
             "skipped": [{"path": p, "reason": r} for p, r in splits.train.skipped + splits.val.skipped],
             "epochs_run": len(history["loss"]),
@@ -210,7 +320,7 @@ def train(config: TrainConfig) -> Path:
         # Absolute paths: convert and bench read this file from wherever they are run.
         write_json_atomic(staging / SPLIT_FILE, {
             "source": splits.source,
-            "train": [str(Path(p).resolve()) for p in splits.train.paths],
+            "train": [str(Path(p).resolve()) for p in splits.train_paths],
             "validation": [str(Path(p).resolve()) for p in splits.val.paths]})
         plots.plot_history(history, staging / "training_curves.png")
         plots.plot_confusion_matrix(val_metrics["confusion_matrix"], LABELS, staging / "confusion_matrix_val.png",
