@@ -25,6 +25,8 @@ import keras
 import numpy as np
 
 from edgecxr.edge_runtime.atomic import write_json_atomic
+from edgecxr.edge_runtime.console import console
+from edgecxr.edge_runtime.errors import EdgecxrError
 
 from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
 
@@ -49,17 +51,35 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # weights, optimizer state and the epoch to start from
         self.restored_epoch = int(self.model._initial_epoch or 0)
-        if not self.restored_epoch:
-            return
-        state_path = self.directory / STATE_FILE.format(epoch=self.restored_epoch)
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        self.history = state["history"]
+        if self.restored_epoch:
+            self._restore_state(self.restored_epoch)
+        else:
+            # The untrained state, so that the first epoch's backup keeps a previous one (.bkp) too.
+            self._save_model()
+
+    def _restore_state(self, epoch: int) -> None:
         stopping = self.early_stopping
+        stopping.on_train_begin()  # a fresh start, then what was saved after `epoch`
+        self.history, self.restored_epoch, self.model._initial_epoch = {}, epoch, epoch
+        if not epoch:
+            return
+        state = json.loads((self.directory / STATE_FILE.format(epoch=epoch)).read_text(encoding="utf-8"))
+        self.history = state["history"]
         stopping.wait, stopping.best, stopping.best_epoch = state["wait"], state["best"], state["best_epoch"]
-        best_path = self.directory / BEST_FILE.format(epoch=self.restored_epoch)
+        best_path = self.directory / BEST_FILE.format(epoch=epoch)
         if best_path.is_file():
             with np.load(best_path) as saved:
                 stopping.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+
+    def fall_back(self, epoch: int) -> None:
+        """Restore the previous epoch's backup instead: another worker was killed before it could
+        write the epoch this one restored (they all write theirs just after the same all-reduce)."""
+        if epoch != self.restored_epoch - 1 or not Path(self._prev_weights_path).is_file():
+            raise EdgecxrError(f"the workers' backups are too far apart to resume (epoch {self.restored_epoch} "
+                               f"here, {epoch} on another worker); delete {self.directory} on every worker "
+                               f"to start over")
+        self.model.load_weights(self._prev_weights_path)
+        self._restore_state(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
@@ -88,6 +108,23 @@ def _agree_with_chief(strategy):
             return context.all_reduce(tf.distribute.ReduceOp.SUM, mine)
         return strategy.experimental_local_results(strategy.run(replica, args=(values,)))[0]
     return agree
+
+
+def _lowest_over_workers(strategy, value: int) -> int:
+    """The smallest of every replica's `value` (an all-reduced sum of one-hot rows: CPU
+    collectives offer neither min nor a working all-gather here)."""
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function
+    def spread(value):
+        def replica(value):
+            context = tf.distribute.get_replica_context()
+            row = tf.one_hot(context.replica_id_in_sync_group, replicas) * value
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, row)
+        return strategy.experimental_local_results(strategy.run(replica, args=(value,)))[0]
+    return int(round(float(tf.reduce_min(spread(tf.constant(float(value)))))))
 
 
 def fit_distributed(build, strategy, train_dataset_fn, val_dataset, n_train: int, scaling: dict, config,
@@ -149,6 +186,12 @@ def fit_distributed(build, strategy, train_dataset_fn, val_dataset, n_train: int
     callbacks = keras.callbacks.CallbackList([stopping, progress, backup], model=model)
     model.stop_training = False
     callbacks.on_train_begin()
+    lowest = _lowest_over_workers(strategy, backup.restored_epoch)
+    if lowest != backup.restored_epoch:
+        backup.fall_back(lowest)
+    if backup.restored_epoch:
+        console.print(f"resuming after epoch {backup.restored_epoch} from the backup in {backup_dir}",
+                      highlight=False)
     for epoch in range(backup.restored_epoch, config.epochs):
         callbacks.on_epoch_begin(epoch)
         loss_sum = correct = seen = 0.0
