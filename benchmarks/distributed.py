@@ -97,15 +97,18 @@ def run_once(data: Path, out: Path, workers: int, epochs: int, batch_size: int, 
 
 
 def markdown(result: dict) -> str:
-    rows = [[r["mode"], str(r["workers"] or "-"), str(r["global_batch"]), f"{r['epoch_seconds']} s",
+    rows = [[r["mode"], str(r["workers"] or "-"), "1 each" if r["workers"] else "TF default (all cores)",
+             str(r["global_batch"]), f"{r['epoch_seconds']} s",
              f"{r['wall_seconds']} s", f"{r['val_auc']:.3f}" if r["val_auc"] is not None else "failed"]
             for r in result["runs"]]
     return "\n".join([
         "# One epoch of the compact CNN, one process against 1 and 2 local workers", "",
         f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`. "
         "Shared machine: other jobs ran at the same time, so the times are upper bounds.", "",
-        *markdown_table(["mode", "workers", "global batch", "train time / epoch", "command wall", "val AUC"],
-                        rows, left=2), ""])
+        *markdown_table(["mode", "workers", "TF threads", "global batch", "train time / epoch", "command wall",
+                         "val AUC"], rows, left=3), "",
+        "Train time is `train_seconds` of the run (strategy set-up, tracing, the epoch and its validation); "
+        "command wall adds start-up and decoding (each worker decodes only its shard of train/).", ""])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,9 +103,11 @@ def leftovers(out: Path) -> list[Path]:
 
 
 def convert_and_verify(run: Path) -> dict:
-    done = subprocess.run(cli("convert", run, "--format", "tflite", "--calibration-size", "60",
-                              "--verify-size", "100"), capture_output=True, text=True, timeout=WAIT_S)
-    assert done.returncode == 0, done.stderr
+    # fp32 and fp16, TFLite and ONNX: int8 of a model trained 4 epochs on 300 images can miss the
+    # 98% agreement either way, which says nothing about how it was trained.
+    done = subprocess.run(cli("convert", run, "--quantize", "fp16", "--verify-size", "100"),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, f"{run}: {done.stderr}"
     return json.loads((run / "export" / VERIFY_FILE).read_text())
 
 
@@ -197,3 +199,26 @@ def test_a_killed_worker_resumes_from_the_last_epoch(tiny_kaggle, tmp_path):
     assert [round(v, 4) for v in history["loss"][:epoch]] == printed
     assert json.loads((out / METRICS_FILE).read_text())["epochs_run"] == 4
     assert leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_mirrored_on_this_machine_writes_an_ordinary_run(tiny_kaggle, tmp_path):
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.trainer import train
+
+    out = train(TrainConfig(data=tiny_kaggle, out=tmp_path / "run", epochs=2, batch_size=16, val_fraction=0.25,
+                            seed=1, distribute="mirrored"))
+    details = read_metadata(out / MODEL_FILE).details
+    assert details["distribution"]["mode"] == "mirrored" and details["distribution"]["workers"] == 1
+    replicas = details["distribution"]["replicas"]
+    assert details["distribution"]["global_batch"] == 16 * replicas
+    assert len(json.loads((out / HISTORY_FILE).read_text())["val_loss"]) == 2
+    assert leftovers(out) == []
+
+
+def test_backbones_refuse_distribute_in_one_line(tiny_kaggle, tmp_path):
+    done = subprocess.run(cli("train", "--data", tiny_kaggle, "--out", tmp_path / "run", "--arch",
+                              "efficientnet_lite0", "--weights", "none", "--distribute", "mirrored"),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2 and "compact CNN only" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists() and list(tmp_path.iterdir()) == []

@@ -173,9 +173,6 @@ def fit_under_strategy(model_spec, strategy, role: distribution.Role, splits: Sp
                        config: TrainConfig):
     """Train a new model under `strategy`; returns an ordinary Keras model with its weights (saved and
     scored outside the strategy, by the chief alone) and the facts the run records."""
-    if model_spec.transfer:
-        raise EdgecxrError(f"--distribute {config.distribute} trains the compact CNN only for now, "
-                           f"not --arch {config.arch}; see docs/distributed.md")
     started = time.perf_counter()
     scaling = distribution.scaled(config.batch_size, config.learning_rate, strategy.num_replicas_in_sync)
     counted = splits.train.labels if splits.all_train_labels is None else splits.all_train_labels
@@ -242,6 +239,9 @@ def train(config: TrainConfig) -> Path:
 
     config.out = Path(config.out)
     role = distribution.role(config.distribute)
+    if config.distribute != "none" and get_model_spec(config.arch).transfer:
+        raise EdgecxrError(f"--distribute {config.distribute} trains the compact CNN only for now, "
+                           f"not --arch {config.arch}; see docs/distributed.md")
     if not role.chief and config.resume:
         console.print("--resume: nothing to do on a worker that is not the chief", highlight=False)
         return config.out
