@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def wait_all(processes: list[subprocess.Popen]) -> list[int]:
 
 def worker_backup(out: Path, worker: int) -> Path:
     from edgecxr.train.hparams import TrainConfig
-    from edgecxr.train.trainer import backup_folder as backup_of
+    from edgecxr.train.distributed_run import backup_folder as backup_of
 
     return backup_of(TrainConfig(data=Path("."), out=out), Role("multi-worker", worker, 2, False))
 
@@ -222,3 +221,39 @@ def test_backbones_refuse_distribute_in_one_line(tiny_kaggle, tmp_path):
                           capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 2 and "compact CNN only" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_backup_restores_its_epoch_and_falls_back_to_the_previous_one(tmp_path):
+    """The restore a restarted worker makes, and the step back it takes when another worker was killed
+    before writing the same epoch (a race the kill test cannot force)."""
+    import keras
+    import numpy as np
+
+    from edgecxr.train.distributed_fit import TrainingBackup
+    from edgecxr.train.fitting import compile_classifier, fit_callbacks
+
+    def start():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+        compile_classifier(model, 1e-2, 10, 0.0)
+        model.optimizer.build(model.trainable_variables)
+        stopping = fit_callbacks(4, 1, 1)[0]
+        backup = TrainingBackup(tmp_path / "backup", stopping)
+        for callback in (stopping, backup):
+            callback.set_model(model)
+            callback.on_train_begin()
+        return model, backup
+
+    model, backup = start()
+    initial = model.get_weights()
+    model.set_weights([w + 1 for w in initial])  # as if the first epoch had trained
+    backup.on_epoch_end(0, {"loss": 0.7, "val_loss": 0.5})
+
+    model, restored = start()
+    assert restored.restored_epoch == 1 and restored.history == {"loss": [0.7], "val_loss": [0.5]}
+    assert all(np.array_equal(a, b + 1) for a, b in zip(model.get_weights(), initial))
+    with pytest.raises(EdgecxrError, match="too far apart"):
+        restored.fall_back(3)
+    restored.fall_back(0)
+    assert restored.restored_epoch == 0 and restored.history == {}
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), initial))

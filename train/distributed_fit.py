@@ -78,7 +78,9 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
             raise EdgecxrError(f"the workers' backups are too far apart to resume (epoch {self.restored_epoch} "
                                f"here, {epoch} on another worker); delete {self.directory} on every worker "
                                f"to start over")
-        self.model.load_weights(self._prev_weights_path)
+        # Keras loads only files named *.weights.h5: the previous backup takes the latest's place.
+        shutil.copy(self._prev_weights_path, self._weights_path)
+        self.model.load_weights(self._weights_path)
         self._restore_state(epoch)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,7 @@ from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
-from edgecxr.edge_runtime.folders import LABELS, POSITIVE_LABEL, labelled_images
+from edgecxr.edge_runtime.folders import LABELS, POSITIVE_LABEL
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
 from edgecxr.edge_runtime.metrics import binary_metrics, pick_threshold
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
@@ -25,108 +22,14 @@ from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FI
 from edgecxr.edge_runtime.versions import package_versions
 
 from . import distribution, plots
-from .augment import augment_batch
-from .dataset import find_splits, official_val_usable, split_by_patient
-from .distributed_fit import fit_distributed
-from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
+from .distributed_run import fit_under_strategy, train_worker
+from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
+from .inputs import Splits, load_splits, load_worker_splits, make_datasets
 from .keras_backend import compiled_predict
 from .model_specs import get_model_spec
-from .pixel_cache import PixelSet, load_pixels
 from .transfer_training import check_options as check_transfer_options
 from .transfer_training import fit_transfer
-
-@dataclass
-class Splits:
-    train: PixelSet
-    val: PixelSet
-    source: str
-    # Multi-worker: `train` is this worker's shard; these are all of the training split's files.
-    all_train_paths: list[str] | None = None
-    all_train_labels: np.ndarray | None = None
-
-    @property
-    def train_paths(self) -> list[str]:
-        return self.train.paths if self.all_train_paths is None else self.all_train_paths
-
-
-def load_splits(config: TrainConfig, spec: PreprocessSpec) -> Splits:
-    """Decode train/ (cached) and carve validation by patient unless a usable val/ exists."""
-    folders = find_splits(config.data)
-    everything = load_pixels(labelled_images(folders.train), spec, "decoding train/")
-    if official_val_usable(folders):
-        val = load_pixels(labelled_images(folders.val), spec, "decoding val/")
-        return Splits(everything, val, f"official {folders.val}")
-    train_idx, val_idx = split_by_patient(everything.paths, everything.labels, config.val_fraction, config.seed)
-    reason = "no val/ folder" if folders.val is None else "val/ is too small"
-    return Splits(everything.subset(train_idx), everything.subset(val_idx),
-                  f"{config.val_fraction:.0%} of train/ patients ({reason}), seed {config.seed}")
-
-
-def load_worker_splits(config: TrainConfig, role: distribution.Role, spec: PreprocessSpec) -> Splits:
-    """One worker's shard of the training split (every workers-th file) and all of validation.
-
-    The patient split is drawn from the file list, before anything is decoded, so every worker
-    draws the same one; each then decodes (and caches, under its own key) only its shard.
-    """
-    folders = find_splits(config.data)
-    samples = labelled_images(folders.train)
-    if official_val_usable(folders):
-        train_samples, val_samples = samples, labelled_images(folders.val)
-        source = f"official {folders.val}"
-    else:
-        train_idx, val_idx = split_by_patient([s.path for s in samples], [s.label for s in samples],
-                                              config.val_fraction, config.seed)
-        train_samples, val_samples = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
-        reason = "no val/ folder" if folders.val is None else "val/ is too small"
-        source = f"{config.val_fraction:.0%} of train/ patients ({reason}), seed {config.seed}"
-    shard = train_samples[role.worker::role.workers]
-    train = load_pixels(shard, spec, f"decoding train/ shard {role.worker + 1}/{role.workers}")
-    val = load_pixels(val_samples, spec, "decoding validation")
-    return Splits(train, val, source, [str(s.path) for s in train_samples],
-                  np.asarray([s.label for s in train_samples], dtype=np.int64))
-
-
-def train_dataset(part: PixelSet, spec: PreprocessSpec, config: TrainConfig, batch_size: int, seed: int,
-                  weights: np.ndarray, repeat: bool = False):
-    """Shuffled batches of (scaled and augmented pixels, label, class weight); endless if `repeat`."""
-    import tensorflow as tf
-
-    def prepare_train(batch, seed):
-        pixels, labels, weights = batch
-        x = tf.cast(pixels, tf.float32)
-        y = tf.cast(labels, tf.float32)[:, None]
-        if config.augment.enabled:
-            x = augment_batch(x, seed, config.augment)
-        return scale_pixels(x, spec), y, weights
-
-    # One stateless seed per batch, drawn from the run's seed: augmentation repeats exactly.
-    batch_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    train = (tf.data.Dataset.from_tensor_slices((part.pixels, part.labels, weights))
-             .shuffle(len(part.labels), seed=seed, reshuffle_each_iteration=True))
-    train = (train.repeat() if repeat else train).batch(batch_size)
-    return (tf.data.Dataset.zip((train, batch_seeds))
-            .map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
-
-
-def validation_dataset(part: PixelSet, spec: PreprocessSpec):
-    import tensorflow as tf
-
-    def prepare_val(pixels, labels):
-        return scale_pixels(tf.cast(pixels, tf.float32), spec), tf.cast(labels, tf.float32)[:, None]
-
-    return (tf.data.Dataset.from_tensor_slices((part.pixels, part.labels))
-            .batch(256)
-            .map(prepare_val)
-            .cache())
-
-
-def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
-    """Batched (train, validation) datasets; train batches carry each image's class weight."""
-    weights = image_weights(splits.train.labels, config.class_weights)
-    return (train_dataset(splits.train, spec, config, config.batch_size, config.seed, weights),
-            validation_dataset(splits.val, spec))
 
 
 def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -154,56 +57,6 @@ def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainCo
                   else best_epoch_index(history["val_loss"], config.epochs) + 1)
     return {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
             "transfer": transfer_details}
-
-
-def backup_folder(config: TrainConfig, role: distribution.Role) -> Path:
-    """Where a distributed run backs up each epoch, so that a restarted worker resumes.
-
-    The chief's sits next to the run folder (hidden, like the staging folder); the other workers
-    keep theirs in the machine's temporary folder, named after the run, so that they write
-    nothing a user sees. Each is removed when training ends.
-    """
-    if role.chief:
-        return run_folder.backup_folder(config.out)
-    tag = hashlib.sha256(str(Path(config.out).resolve()).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"edgecxr-backup-{tag}-worker{role.worker}"
-
-
-def fit_under_strategy(model_spec, strategy, role: distribution.Role, splits: Splits, spec: PreprocessSpec,
-                       config: TrainConfig):
-    """Train a new model under `strategy`; returns an ordinary Keras model with its weights (saved and
-    scored outside the strategy, by the chief alone) and the facts the run records."""
-    started = time.perf_counter()
-    scaling = distribution.scaled(config.batch_size, config.learning_rate, strategy.num_replicas_in_sync)
-    counted = splits.train.labels if splits.all_train_labels is None else splits.all_train_labels
-    weights = image_weights(splits.train.labels, config.class_weights, counted)
-
-    def build():
-        return model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
-
-    def worker_stream(batch_size: int, pipeline: int):
-        return train_dataset(splits.train, spec, config, batch_size, config.seed + pipeline, weights, repeat=True)
-
-    trained, history = fit_distributed(build, strategy, worker_stream, validation_dataset(splits.val, spec),
-                                       len(splits.train_paths), scaling, config, backup_folder(config, role))
-    model = build()  # outside the strategy: a model that saves and predicts like any other
-    model.set_weights(trained.get_weights())
-    train_seconds = time.perf_counter() - started
-    best_epoch = best_epoch_index(history["val_loss"], config.epochs) + 1
-    scaling.update(mode=config.distribute, workers=role.workers)
-    return model, {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
-                   "transfer": None, "distribution": scaling}
-
-
-def train_worker(config: TrainConfig, role: distribution.Role, strategy) -> None:
-    """A non-chief worker: train its part in step with the others, publish nothing."""
-    import keras
-
-    model_spec = get_model_spec(config.arch)
-    spec = model_spec.preprocess_spec(config.image_size, config.equalize, config.crop)
-    keras.utils.set_random_seed(config.seed)
-    fit_under_strategy(model_spec, strategy, role, load_worker_splits(config, role, spec), spec, config)
-    console.print(f"worker {role.worker} of {role.workers} done; the chief writes {config.out}", highlight=False)
 
 
 def resume_key(config: TrainConfig) -> dict:
