@@ -34,6 +34,14 @@ class Strategy(str, Enum):
     fine_tune = "fine-tune"
 
 
+class Distribute(str, Enum):
+    """distribution.MODES."""
+
+    none = "none"
+    mirrored = "mirrored"
+    multi_worker = "multi-worker"
+
+
 class Equalize(str, Enum):
     """edge_runtime.preprocessing.EQUALIZE_MODES."""
 
@@ -89,7 +97,8 @@ def train(
                                        rich_help_panel=MODEL),
     epochs: int = typer.Option(8, min=1, help="Maximum epochs (early stopping on validation loss).",
                                rich_help_panel=TRAINING),
-    batch_size: int = typer.Option(32, min=1, rich_help_panel=TRAINING),
+    batch_size: int = typer.Option(32, min=1, help="Per replica (--distribute: the global batch and the "
+                                   "learning rate grow with the replicas).", rich_help_panel=TRAINING),
     learning_rate: float = typer.Option(1e-3, min=1e-7, rich_help_panel=TRAINING),
     patience: int = typer.Option(3, min=1, help="Early-stopping patience in epochs, counted in the second half "
                                  "of each training phase (its first half can neither stop it nor be kept).",
@@ -99,6 +108,9 @@ def train(
     target_sensitivity: float = typer.Option(0.95, min=0.5, max=1.0, help="Threshold = highest one with this "
                                              "validation sensitivity.", rich_help_panel=TRAINING),
     seed: int = typer.Option(42, rich_help_panel=TRAINING),
+    distribute: Distribute = typer.Option(Distribute.none, metavar="<mode>", help="none, mirrored (this "
+                                          "machine's devices) or multi-worker (one process per machine, "
+                                          "TF_CONFIG); see docs/distributed.md.", rich_help_panel=TRAINING),
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation.",
                                  rich_help_panel=AUGMENTATION),
     zoom: float = typer.Option(AugmentConfig.zoom, callback=_zoom_in_range, help="Scale drawn from [1 - zoom, "
@@ -141,7 +153,7 @@ def train(
         learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
         patience=patience, class_weights=class_weights, label_smoothing=label_smoothing, equalize=equalize.value,
         crop=crop, augment=augmentation, overwrite=overwrite, resume=resume, weights=weights,
-        strategy=strategy.value,
+        strategy=strategy.value, distribute=distribute.value,
         fine_tune_from=fine_tune_from, head_epochs=head_epochs, augment_passes=augment_passes,
     )
     run_training(config)
