@@ -22,6 +22,7 @@ from edgecxr.train.pixel_cache import load_pixels
 DEFAULT_CALIBRATION_SIZE = 300
 DEFAULT_VERIFY_SIZE = 500
 SCALE_CHUNK = 64
+UNLABELLED = -1  # the label of an image whose class is not to be known (a site's images for calibration)
 
 
 @dataclass
@@ -34,6 +35,8 @@ class ImageSet:
     source: str
 
     def describe(self) -> dict:
+        if np.any(self.labels == UNLABELLED):
+            return {"source": self.source, "n_images": int(len(self.labels)), "per_class": "not used"}
         return {"source": self.source, "n_images": int(len(self.labels)),
                 "per_class": np.bincount(self.labels, minlength=2).tolist()}
 
