@@ -106,13 +106,13 @@ def make_commission(load_rebuild: Callable[[], Callable]):
         target_sensitivity: float = typer.Option(0.95, min=0.5, max=0.999,
                                                  help="Sensitivity the site threshold must keep, shown at 95% "
                                                       "confidence on the site's PNEUMONIA films."),
-        renormalise: Optional[Path] = typer.Option(None, metavar="RUN", help="The run folder the model was "
+        renormalise: Optional[Path] = typer.Option(None, help="The run folder the model was "
                                                    "converted from: re-estimate its BatchNorm statistics on the "
                                                    "site's images (labels unused), re-export and re-verify the "
                                                    "model in the same format first. Needs the train extra."),
         out: Optional[Path] = typer.Option(None, help="The new model file. Default: beside the model, "
                                            "with .site-SITE before its extension."),
-        json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE",
+        json_path: Optional[Path] = typer.Option(None, "--json",
                                                  help="Also write the commissioning record as JSON here."),
     ):
         """Check a model on a site's labelled films (accuracy, sensitivity, specificity, 95% intervals)

@@ -69,7 +69,7 @@ def renormalise(model, inputs: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
     # Near-equal batches: a last batch of one or two images would be normalised by its own
     # near-zero variance and send nonsense downstream.
     batches = np.array_split(order, max(1, len(inputs) // batch_size))
-    old = [(np.array(layer.moving_mean), np.array(layer.moving_variance)) for layer in layers]
+    old = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
     sums = [np.zeros_like(mean, dtype=np.float64) for mean, _ in old]
     squares = [np.zeros_like(mean, dtype=np.float64) for mean, _ in old]
     saved = [(layer.trainable, layer.momentum) for layer in layers]
@@ -80,8 +80,8 @@ def renormalise(model, inputs: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
         for batch in batches:
             model(inputs[np.sort(batch)], training=True)
             for i, layer in enumerate(layers):
-                mean = np.asarray(layer.moving_mean, dtype=np.float64)
-                variance = np.asarray(layer.moving_variance, dtype=np.float64)
+                mean = layer.moving_mean.numpy().astype(np.float64)
+                variance = layer.moving_variance.numpy().astype(np.float64)
                 sums[i] += len(batch) * mean
                 squares[i] += len(batch) * (variance + mean ** 2)
     except BaseException:
