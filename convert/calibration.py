@@ -34,6 +34,9 @@ class ImageSet:
     paths: list[str]
     source: str
 
+    def known_labels(self) -> np.ndarray | None:
+        return None if np.any(self.labels == UNLABELLED) else self.labels
+
     def describe(self) -> dict:
         if np.any(self.labels == UNLABELLED):
             return {"source": self.source, "n_images": int(len(self.labels)), "per_class": "not used"}

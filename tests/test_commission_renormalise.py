@@ -149,6 +149,9 @@ def test_renormalise_rebuilds_the_model_in_its_format_and_leaves_the_original_al
     assert renormalisation["calibration"]["source"].startswith("site images")
     assert renormalisation["calibration"]["per_class"] == "not used"
     assert renormalisation["verification"]["agreement"] >= 0.98
+    verified_on = renormalisation["verification"]["images"]
+    assert verified_on["source"].startswith("site images (verification") and verified_on["n_images"] == 40
+    assert renormalisation["calibration"]["n_images"] == 40  # the other half: none in both
     assert metadata.details["verification"]["agreement"] == renormalisation["verification"]["agreement"]
     assert record["images"] == {"NORMAL": 40, "PNEUMONIA": 40}
     assert record["previous_threshold"] == read_metadata(model).threshold
