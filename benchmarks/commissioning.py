@@ -204,7 +204,8 @@ def halves_markdown(part: dict) -> list[str]:
                      f"{record['verification']['agreement']:.3f} agreement with the re-estimated Keras model; "
                      f"{half['scored_by_both']} test/ images scored by both models, {half['refused_after']} "
                      f"refused by the re-estimated model's gate")
-    lines += ["", f"Calibration: {part['settings']['calibration']}, {part['settings']['calibration_size']} images; "
+    lines += ["", f"int8 calibration and verification: {part['settings']['calibration']} (at most "
+                  f"{part['settings']['calibration_size']} and {part['settings']['verify_size']} images); "
                   f"cells pool {part['sizes'][0]['splits']} splits (both halves).", ""]
     rows = []
     for r in part["sizes"]:

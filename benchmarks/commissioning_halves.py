@@ -95,5 +95,6 @@ def run_halves(run: Path, model: Path, base: dict, test_dir: Path, args) -> dict
         rows.append(row)
     return {"run": str(run), "halves": described, "validated_threshold": validated, "sizes": rows,
             "settings": {"calibration_size": args.calibration_size, "verify_size": args.verify_size,
-                         "calibration": "the re-estimation half's images (seeded sample, no labels)",
+                         "calibration": "disjoint seeded parts of the re-estimation half's images (no labels): up to "
+                                        "half for verification, the rest for calibration",
                          "halves_seed": args.seed}}
