@@ -81,6 +81,17 @@ def test_batches_pool_to_the_first_layers_exact_statistics(keras_model_and_input
     assert np.max(np.abs(np.asarray(layers[-1].moving_mean) - last.mean(axis=0)) / scale) < 0.5
 
 
+def test_pretrained_frozen_statistics_are_not_re_estimated(tiny_run):
+    from edgecxr.convert.renormalised import pretrained_statistics
+
+    metadata = read_metadata(tiny_run / "model.keras")
+    assert pretrained_statistics(metadata) is None  # trained from scratch: its statistics are its images'
+    metadata.details = {**metadata.details, "transfer": {"strategy": "fine-tune", "weights": "imagenet"}}
+    assert "pretrained imagenet weights'" in pretrained_statistics(metadata)
+    metadata.details["transfer"]["weights"] = "none"  # a backbone trained from scratch
+    assert pretrained_statistics(metadata) is None
+
+
 def test_a_model_without_batchnorm_is_refused():
     import keras
 
