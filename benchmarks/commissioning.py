@@ -31,6 +31,7 @@ import numpy as np
 
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.data_location import resolve_data_dir
+from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import labelled_images
 from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.edge_runtime.predictor import Predictor
@@ -136,7 +137,10 @@ def benchmark_model(given: Path, test_dir: Path, args) -> dict:
     if args.renormalise and given.is_dir():
         from .commissioning_halves import run_halves  # TensorFlow: only for this part
 
-        renormalisation = run_halves(given, path, scores, test_dir, args)
+        try:
+            renormalisation = run_halves(given, path, scores, test_dir, args)
+        except EdgecxrError as exc:  # e.g. the rebuild failed verification: a result, recorded as such
+            renormalisation = {"run": str(given), "error": str(exc), "sizes": []}
         at_goal_halves = next((r for r in renormalisation["sizes"] if r["k"] == GOAL_SIZE), None)
         if at_goal_halves:
             renormalisation["goals_at_100"] = {v: goals_met(metadata.arch, at_goal_halves[v])
@@ -196,6 +200,8 @@ def _goal_line(goals: dict) -> str:
 
 def halves_markdown(part: dict) -> list[str]:
     lines = ["### With and without BatchNorm re-estimation (test/ in two patient halves)", ""]
+    if "error" in part:
+        return lines + [f"Not measured: {part['error']}", ""]
     for half in part["halves"]:
         record = half["renormalisation"]
         lines.append(f"- half {half['half']}: re-estimated on {half['re_estimation_images']} images "
