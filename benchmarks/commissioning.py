@@ -1,6 +1,7 @@
 """Commissioning at a new site, simulated: test/ plays the clinic, split by patient.
 
     python -m edgecxr.benchmarks.commissioning RUN_OR_MODEL... [--sizes 25,50,100,200] [--splits 50]
+        [--renormalise [--calibration-size 300] [--verify-size 500]]
 
 Each model (a .tflite/.onnx file, or a run folder: its export/model_int8.tflite) scores every test/
 image once, in the TensorFlow-free runtime with the input gate (refused images left out). Then, for
@@ -10,6 +11,9 @@ model with `edgecxr commission`'s own rule (site_threshold.py); the rest of test
 site threshold and at the uncommissioned (validated) threshold. The probabilities are reused across
 splits. test/'s labels are read only as this protocol says: to commission on the k images, and to
 score the others.
+
+With --renormalise, each run folder is also commissioned with and without re-estimated BatchNorm
+statistics on two patient halves of test/ (commissioning_halves.py; that part needs TensorFlow).
 
 Goals at k = 100 (int8): mean accuracy >= 0.90 (compact) / 0.92 (EfficientNet-Lite0) on the
 evaluation part, mean sensitivity >= 0.95, 10th-percentile sensitivity >= 0.92.
@@ -27,6 +31,7 @@ import numpy as np
 
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.data_location import resolve_data_dir
+from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import labelled_images
 from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.edge_runtime.predictor import Predictor
@@ -50,7 +55,7 @@ def model_path(given: Path) -> Path:
 def score_test(predictor: Predictor, folder: Path) -> dict:
     """Every test/ image once: probabilities of the accepted ones, with truth and patient."""
     images = labelled_images(folder, tuple(predictor.metadata.labels))
-    truths, probabilities, patients, refused, skipped = [], [], [], 0, 0
+    truths, probabilities, patients, paths, refused, skipped = [], [], [], [], 0, 0
     for image, prediction in zip(images, predictor.predict_many((i.path for i in images), batch_size=32)):
         if not prediction.ok:
             skipped += 1
@@ -60,8 +65,9 @@ def score_test(predictor: Predictor, folder: Path) -> dict:
             truths.append(image.label == predictor.metadata.labels.index(predictor.positive_label))
             probabilities.append(prediction.probability)
             patients.append(f"{image.label}:{patient_id(image.path)}")
+            paths.append(str(image.path))
     return {"truths": np.array(truths), "probabilities": np.array(probabilities), "patients": np.array(patients),
-            "refused": refused, "skipped": skipped}
+            "paths": paths, "refused": refused, "skipped": skipped}
 
 
 def draw_commissioning_part(truths: np.ndarray, patients: np.ndarray, k: int, rng) -> np.ndarray:
@@ -120,18 +126,32 @@ def goals_met(arch: str, at_goal_size: dict) -> dict:
     }
 
 
-def benchmark_model(path: Path, test_dir: Path, args) -> dict:
+def benchmark_model(given: Path, test_dir: Path, args) -> dict:
+    path = model_path(given)
     predictor = Predictor.open(path)
     metadata = predictor.metadata
     scores = score_test(predictor, test_dir)
     rows = [simulate(scores, predictor.threshold, k, args.splits, args.seed) for k in args.sizes]
     at_goal = next((r for r in rows if r["k"] == GOAL_SIZE), None)
+    renormalisation = None
+    if args.renormalise and given.is_dir():
+        from .commissioning_halves import run_halves  # TensorFlow: only for this part
+
+        try:
+            renormalisation = run_halves(given, path, scores, test_dir, args)
+        except EdgecxrError as exc:  # e.g. the rebuild failed verification: a result, recorded as such
+            renormalisation = {"run": str(given), "error": str(exc), "sizes": []}
+        at_goal_halves = next((r for r in renormalisation["sizes"] if r["k"] == GOAL_SIZE), None)
+        if at_goal_halves:
+            renormalisation["goals_at_100"] = {v: goals_met(metadata.arch, at_goal_halves[v])
+                                               for v in ("without", "with")}
     return {"model": str(path), "arch": metadata.arch, "quantization": metadata.quantization,
             "runtime": predictor.runtime, "sha256": metadata.sha256, "validated_threshold": predictor.threshold,
             "n_scored": int(len(scores["truths"])), "n_positive": int(scores["truths"].sum()),
             "n_patients": int(len(np.unique(scores["patients"]))), "refused": scores["refused"],
             "skipped": scores["skipped"], "sizes": rows,
-            "goals_at_100": goals_met(metadata.arch, at_goal) if at_goal else None}
+            "goals_at_100": goals_met(metadata.arch, at_goal) if at_goal else None,
+            "renormalisation": renormalisation}
 
 
 def _cell(summary: dict) -> str:
@@ -167,7 +187,47 @@ def markdown(result: dict) -> str:
                           f"mean sensitivity ≥ {GOALS['mean_sensitivity_min']}: {_verdict(goals['mean_sensitivity'])}; "
                           f"10th-percentile sensitivity ≥ {GOALS['p10_sensitivity_min']}: "
                           f"{_verdict(goals['p10_sensitivity'])}.", ""]
+        if m.get("renormalisation"):
+            lines += halves_markdown(m["renormalisation"])
     return "\n".join(lines) + "\n"
+
+
+def _goal_line(goals: dict) -> str:
+    return (f"mean accuracy ≥ {goals['accuracy_goal']}: {_verdict(goals['accuracy'])}; mean sensitivity ≥ "
+            f"{GOALS['mean_sensitivity_min']}: {_verdict(goals['mean_sensitivity'])}; 10th-percentile sensitivity "
+            f"≥ {GOALS['p10_sensitivity_min']}: {_verdict(goals['p10_sensitivity'])}")
+
+
+def halves_markdown(part: dict) -> list[str]:
+    lines = ["### With and without BatchNorm re-estimation (test/ in two patient halves)", ""]
+    if "error" in part:
+        return lines + [f"Not measured: {part['error']}", ""]
+    for half in part["halves"]:
+        record = half["renormalisation"]
+        lines.append(f"- half {half['half']}: re-estimated on {half['re_estimation_images']} images "
+                     f"({half['patients']} patients; {record['layers']} BatchNorm layers, largest mean shift "
+                     f"{record['largest_mean_shift']:.3f} old sd); int8 verified at "
+                     f"{record['verification']['agreement']:.3f} agreement with the re-estimated Keras model; "
+                     f"{half['scored_by_both']} test/ images scored by both models, {half['refused_after']} "
+                     f"refused by the re-estimated model's gate")
+    lines += ["", f"int8 calibration and verification: {part['settings']['calibration']} (at most "
+                  f"{part['settings']['calibration_size']} and {part['settings']['verify_size']} images); "
+                  f"cells pool {part['sizes'][0]['splits']} splits (both halves).", ""]
+    rows = []
+    for r in part["sizes"]:
+        for variant in ("without", "with"):
+            for name, key in (("site", "commissioned"), ("validated", "uncommissioned")):
+                cells = r[variant]
+                rows.append([str(r["k"]), variant, name] + [_cell(cells[key][f]) for f in FIGURES] +
+                            ([f"{100 * cells['supported_share']:.0f} %", f"{cells['site_threshold']['mean']:.3f}"]
+                             if key == "commissioned" else ["", ""]))
+    lines += markdown_table(["k", "re-estimation", "threshold", "accuracy", "sensitivity", "specificity",
+                             "rule applies", "mean site threshold"], rows, left=3)
+    goals = part.get("goals_at_100")
+    if goals:
+        lines += ["", f"Goals at k = 100 without re-estimation: {_goal_line(goals['without'])}.",
+                  f"With re-estimation: {_goal_line(goals['with'])}.", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="25,50,100,200")
     parser.add_argument("--splits", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--renormalise", action="store_true",
+                        help="also run the two-halves protocol with and without BatchNorm re-estimation (run folders)")
+    parser.add_argument("--calibration-size", type=int, default=300, help="int8 calibration images (re-estimation)")
+    parser.add_argument("--verify-size", type=int, default=500, help="verification images (re-estimation)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/commissioning"))
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -184,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--splits and every size must be at least 2")
     test_dir = resolve_data_dir(args.data) / "test"
     machine = machine_info()
-    models = [benchmark_model(model_path(m), test_dir, args) for m in args.models]
+    models = [benchmark_model(m, test_dir, args) for m in args.models]
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python -m edgecxr.benchmarks.commissioning " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine), "target_sensitivity": TARGET,

@@ -21,6 +21,7 @@ from edgecxr.train.pixel_cache import load_pixels
 
 DEFAULT_CALIBRATION_SIZE = 300
 DEFAULT_VERIFY_SIZE = 500
+UNLABELLED = -1  # the label of an image whose class is not to be known (a site's images for calibration)
 
 
 class ScaledPixels:
@@ -71,7 +72,12 @@ class ImageSet:
     paths: list[str]
     source: str
 
+    def known_labels(self) -> np.ndarray | None:
+        return None if np.any(self.labels == UNLABELLED) else self.labels
+
     def describe(self) -> dict:
+        if np.any(self.labels == UNLABELLED):
+            return {"source": self.source, "n_images": int(len(self.labels)), "per_class": "not used"}
         return {"source": self.source, "n_images": int(len(self.labels)),
                 "per_class": np.bincount(self.labels, minlength=2).tolist()}
 

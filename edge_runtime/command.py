@@ -7,7 +7,7 @@ loaded by the CLI) at module level; numpy, Pillow and the inference runtime load
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -118,37 +118,50 @@ def predict(
     raise typer.Exit(1 if summary.skipped else 0)
 
 
-def commission(
-    model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
-    labelled_dir: Path = typer.Argument(..., help="This site's films, labelled by its clinician: a folder with "
-                                        "NORMAL/ and PNEUMONIA/ subfolders."),
-    site: Optional[str] = typer.Option(None, help="Site name (letters, digits, - and _). Default: the "
-                                       "folder's name."),
-    target_sensitivity: float = typer.Option(0.95, min=0.5, max=0.999,
-                                             help="Sensitivity the site threshold must keep, shown at 95% "
-                                                  "confidence on the site's PNEUMONIA films."),
-    out: Optional[Path] = typer.Option(None, help="The new model file. Default: beside the model, "
-                                       "with .site-SITE before its extension."),
-):
-    """Check a model on a site's labelled films (accuracy, sensitivity, specificity, 95% intervals) and
-    write a copy of it with a site threshold. The original model is never changed. Exit code 0: new
-    model written, 2: error."""
-    from .commissioning import (check_output, check_site_name, commissioning_record,
-                                default_output, print_report, score_site, write_commissioned)
-    from .console import console
-    from .predictor import Predictor
-    from .site_threshold import choose_site_threshold
+def make_commission(load_rebuild: Callable[[], Callable]):
+    """The `commission` command. `load_rebuild` imports and returns the function that rebuilds the
+    model with re-estimated BatchNorm statistics (TensorFlow): the CLI passes it in, so this module
+    never imports convert/, and it is called only when --renormalise is given."""
 
-    model, labelled_dir = Path(model), Path(labelled_dir)
-    site = check_site_name(site if site is not None else labelled_dir.resolve().name)
-    out = Path(out) if out is not None else default_output(model, site)
-    check_output(model, out)
-    predictor = Predictor.open(model)
-    scores = score_site(predictor, labelled_dir)
-    choice = choose_site_threshold(scores.truths, scores.probabilities, predictor.threshold, target_sensitivity)
-    record = commissioning_record(site, model, scores, predictor.threshold, target_sensitivity, choice)
-    write_commissioned(model, out, record)
-    print_report(console, record, scores, out)
+    def commission(
+        model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
+        labelled_dir: Path = typer.Argument(..., help="This site's films, labelled by its clinician: a folder "
+                                            "with NORMAL/ and PNEUMONIA/ subfolders."),
+        site: Optional[str] = typer.Option(None, help="Site name (letters, digits, - and _). Default: the "
+                                           "folder's name."),
+        target_sensitivity: float = typer.Option(0.95, min=0.5, max=0.999,
+                                                 help="Sensitivity the site threshold must keep, shown at 95% "
+                                                      "confidence on the site's PNEUMONIA films."),
+        renormalise: Optional[Path] = typer.Option(None, help="The run folder the model was "
+                                                   "converted from: re-estimate its BatchNorm statistics on the "
+                                                   "site's images (labels unused), re-export and re-verify the "
+                                                   "model in the same format first. Needs the train extra."),
+        out: Optional[Path] = typer.Option(None, help="The new model file. Default: beside the model, "
+                                           "with .site-SITE before its extension."),
+        json_path: Optional[Path] = typer.Option(None, "--json",
+                                                 help="Also write the commissioning record as JSON here."),
+    ):
+        """Check a model on a site's labelled films (accuracy, sensitivity, specificity, 95% intervals)
+        and write a copy of it with a site threshold. The original model is never changed. Exit code
+        0: new model written, 1: new model written but some films were unreadable (skipped), 2: error."""
+        from .commissioning import check_output, check_site_name, commission_site, default_output, print_report
+        from .console import console
+
+        model, labelled_dir = Path(model), Path(labelled_dir)
+        site = check_site_name(site if site is not None else labelled_dir.resolve().name)
+        out = Path(out) if out is not None else default_output(model, site)
+        check_output(model, out)
+        rebuild = load_rebuild() if renormalise is not None else None
+        result = commission_site(model, labelled_dir, site, target_sensitivity, out, renormalise, rebuild)
+        if json_path is not None:
+            from .atomic import write_json_atomic
+
+            write_json_atomic(json_path, result.to_dict())
+        print_report(console, result.record, result.scores, out)
+        # As predict: unreadable films are reported and exit 1, so a script notices them.
+        raise typer.Exit(1 if result.scores.skipped else 0)
+
+    return commission
 
 
 def doctor(

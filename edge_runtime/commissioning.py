@@ -6,16 +6,23 @@ sensitivity and specificity with exact 95 % intervals are reported at the model'
 the site threshold (site_threshold.py). The result is a NEW model: a byte copy of the original
 with its own metadata holding the site threshold and the commissioning record; the original model
 and its metadata are only read.
+
+With a re-estimation of the BatchNorm statistics (`--renormalise RUN`), the new model is instead
+the run's Keras model re-estimated on the site's accepted images and re-exported; building it
+needs TensorFlow, so the edge runtime only calls a `rebuild` function it is handed (the CLI hands
+convert/renormalised.py's) and stays TensorFlow-free.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -26,9 +33,13 @@ from .intervals import clopper_pearson
 from .metadata import metadata_path, read_metadata, sha256_file, write_metadata
 from .metrics import confusion_matrix
 from .predictor import Predictor
-from .site_threshold import CONFIDENCE, SiteThreshold
+from .site_threshold import CONFIDENCE, SiteThreshold, choose_site_threshold
 
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SITE_TAG = re.compile(r"\.site-[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+# (run folder, model, accepted site images, work folder) -> (re-estimated artifact, its record)
+Rebuild = Callable[[Path, Path, list, Path], tuple[Path, dict]]
 
 
 @dataclass
@@ -38,6 +49,7 @@ class SiteScores:
     labels: tuple[str, ...]
     truths: list[bool] = field(default_factory=list)  # True: PNEUMONIA
     probabilities: list[float] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     scored: Counter = field(default_factory=Counter)
     refused: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -50,15 +62,17 @@ def check_site_name(site: str) -> str:
 
 
 def default_output(model: Path, site: str) -> Path:
-    """model_int8.tflite -> model_int8.site-NAME.tflite, beside the original."""
-    return model.with_name(f"{model.stem}.site-{site}{model.suffix}")
+    """model_int8.tflite -> model_int8.site-NAME.tflite, beside the original. A model commissioned
+    before keeps its base name: model_int8.site-A.tflite -> model_int8.site-B.tflite, not .site-A.site-B."""
+    return model.with_name(f"{SITE_TAG.sub('', model.stem)}.site-{site}{model.suffix}")
 
 
 def check_output(model: Path, out: Path) -> None:
     if out.suffix.lower() != model.suffix.lower():
         raise EdgecxrError(f"--out {out} must end in {model.suffix} like the model it copies")
     if out.resolve() == model.resolve():
-        raise EdgecxrError(f"--out {out} is the model itself: commissioning never changes the original")
+        raise EdgecxrError(f"--out {out} is the model itself: commissioning never changes the original "
+                           f"(give another --out)")
     if out.is_dir():
         raise EdgecxrError(f"--out {out} is a folder; give the new model's file name")
 
@@ -78,6 +92,7 @@ def score_site(predictor: Predictor, folder: Path, batch_size: int = 8) -> SiteS
             scores.scored[label] += 1
             scores.truths.append(label == predictor.positive_label)
             scores.probabilities.append(prediction.probability)
+            scores.paths.append(str(image.path))
     empty = [label for label in labels if not scores.scored[label]]
     if empty:
         raise EdgecxrError(f"no usable {'/'.join(empty)} image in {folder} after {len(scores.refused)} refused "
@@ -124,7 +139,8 @@ def commissioning_record(site: str, model: Path, scores: SiteScores, previous: f
 
 
 def write_commissioned(model: Path, out: Path, record: dict) -> Path:
-    """Copy the model's bytes to `out` and write its metadata with the site threshold; each file atomic."""
+    """Copy the bytes of `model` (the original, or its re-estimated rebuild) to `out` and write its
+    metadata with the site threshold; each file atomic."""
     metadata = read_metadata(model)
     metadata.threshold = record["threshold"]
     metadata.details = {**metadata.details, "commissioning": record}
@@ -132,6 +148,44 @@ def write_commissioned(model: Path, out: Path, record: dict) -> Path:
         shutil.copyfile(model, tmp)
     write_metadata(out, metadata)
     return metadata_path(out)
+
+
+@dataclass
+class Commissioned:
+    record: dict
+    scores: SiteScores
+    out: Path
+
+    def to_dict(self) -> dict:
+        """What --json writes: the record, and every film left out with the reason."""
+        return {"model": str(self.out), "commissioning": self.record, "refused": self.scores.refused,
+                "skipped": self.scores.skipped}
+
+
+def commission_site(model: Path, folder: Path, site: str, target: float, out: Path,
+                    renormalise: Path | None = None, rebuild: Rebuild | None = None) -> Commissioned:
+    """Score the site, (optionally) rebuild the model with re-estimated statistics and score again,
+    choose the site threshold and write the new model. Nothing is written before all of it worked."""
+    predictor = Predictor.open(model)
+    scores = score_site(predictor, folder)
+    previous = predictor.threshold
+    if renormalise is None:
+        choice = choose_site_threshold(scores.truths, scores.probabilities, previous, target)
+        record = {**commissioning_record(site, model, scores, previous, target, choice), "renormalised": False}
+        write_commissioned(model, out, record)
+        return Commissioned(record, scores, out)
+    if rebuild is None:
+        raise EdgecxrError("--renormalise is not available here (it needs the edgecxr command line)")
+    # The work folder sits beside --out: the finished model is then only copied on the same disk.
+    with tempfile.TemporaryDirectory(prefix=".edgecxr-renormalise-", dir=out.parent) as workdir:
+        artifact, renormalisation = rebuild(Path(renormalise), model, scores.paths, Path(workdir))
+        before = local_figures(scores.truths, scores.probabilities, previous)
+        scores = score_site(Predictor.open(artifact), folder)
+        choice = choose_site_threshold(scores.truths, scores.probabilities, previous, target)
+        record = {**commissioning_record(site, model, scores, previous, target, choice), "renormalised": True,
+                  "renormalisation": renormalisation, "before_renormalisation_at_previous_threshold": before}
+        write_commissioned(artifact, out, record)
+    return Commissioned(record, scores, out)
 
 
 def print_report(console, record: dict, scores: SiteScores, out: Path) -> None:
@@ -150,6 +204,12 @@ def print_report(console, record: dict, scores: SiteScores, out: Path) -> None:
     console.print(f"[bold]commissioning[/bold] site {escape(record['site'])}: {images} scored, "
                   f"{len(scores.refused)} not a chest X-ray (left out), {len(scores.skipped)} skipped",
                   highlight=False)
+    renormalisation = record.get("renormalisation")
+    if renormalisation:
+        console.print(f"BatchNorm statistics re-estimated on {renormalisation['images']} of the site's images "
+                      f"({renormalisation['layers']} layers); the model was re-exported and verified",
+                      highlight=False, soft_wrap=True)
+        console.print(f"before     {figures('before_renormalisation_at_previous_threshold')}", highlight=False)
     console.print(f"validated  {figures('at_previous_threshold')}", highlight=False)
     console.print(f"site       {figures('at_site_threshold')}", highlight=False)
     console.print("[dim](95% Clopper-Pearson intervals)[/dim]", highlight=False)

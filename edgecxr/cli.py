@@ -14,6 +14,17 @@ from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.train import command as train_command
 
+
+def load_renormaliser():
+    """convert's rebuild with re-estimated BatchNorm statistics, for `commission --renormalise` only."""
+    from edgecxr.edge_runtime.extras import EXTRA_MODULES, require_extra
+
+    require_extra("commission --renormalise", extra="train", modules=EXTRA_MODULES["convert"])
+    from edgecxr.convert.renormalised import rebuild_renormalised
+
+    return rebuild_renormalised
+
+
 app = typer.Typer(
     name="edgecxr",
     help="Pediatric chest X-ray (NORMAL vs PNEUMONIA): train, convert, verify, predict and benchmark edge models.",
@@ -25,7 +36,7 @@ app.command()(train_command.train)
 app.command()(train_command.evaluate)
 app.command()(convert_command.convert)
 app.command()(runtime_command.predict)
-app.command()(runtime_command.commission)
+app.command(name="commission")(runtime_command.make_commission(load_renormaliser))
 app.command()(runtime_command.doctor)
 app.command()(bench_command.bench)
 

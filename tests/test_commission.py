@@ -94,14 +94,16 @@ def test_too_few_positives_keep_the_validated_threshold_and_say_so():
 
 # --- the command on real images --------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def model(tiny_run, tmp_path_factory) -> Path:
-    """A copy of the tiny run's int8 TFLite model, alone in its folder."""
-    source = edge_artifacts(tiny_run)["int8.tflite"]
-    folder = tmp_path_factory.mktemp("commission_model")
+def model_copy(source: Path, folder: Path) -> Path:
     shutil.copy(source, folder / source.name)
     shutil.copy(metadata_path(source), metadata_path(folder / source.name))
     return folder / source.name
+
+
+@pytest.fixture(scope="module", params=["int8.tflite", "int8.onnx"])
+def model(request, tiny_run, tmp_path_factory) -> Path:
+    """A copy of one of the tiny run's int8 models (TFLite, then ONNX), alone in its folder."""
+    return model_copy(edge_artifacts(tiny_run)[request.param], tmp_path_factory.mktemp("commission_model"))
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +135,12 @@ def digest(path: Path) -> str:
 def test_commission_writes_a_new_model_and_leaves_the_original_alone(model, site, monkeypatch, capsys):
     before = {path: digest(path) for path in (model, metadata_path(model))}
     validated = read_metadata(model).threshold
-    code, _, err = run_cli(monkeypatch, capsys, "commission", model, site)
-    assert code == 0, err
+    report = site.parent / f"record{model.suffix}.json"
+    code, _, err = run_cli(monkeypatch, capsys, "commission", model, site, "--json", report)
+    assert code == 1, err  # the new model is written, but broken.jpeg was skipped: exit 1 as predict does
     assert {path: digest(path) for path in before} == before
 
-    new = model.with_name("model_int8.site-clinic-a.tflite")
+    new = model.with_name(f"model_int8.site-clinic-a{model.suffix}")
     assert new.read_bytes() == model.read_bytes()
     metadata = read_metadata(new)  # verifies the new metadata's sha256 against the copy
     assert metadata.sha256 == sha256_file(new) and metadata.model_file == new.name
@@ -153,7 +156,12 @@ def test_commission_writes_a_new_model_and_leaves_the_original_alone(model, site
     low, high = at_site["specificity"]["ci95"]
     assert low <= at_site["specificity"]["value"] <= high
     assert "not a chest X-ray" in err and "blank-page.png" in err and "broken.jpeg" in err
-    assert "Clopper-Pearson" in err
+    assert "Clopper-Pearson" in err and "commissioned model written" in err
+    assert record["renormalised"] is False and "renormalisation" not in record
+    written = json.loads(report.read_text())
+    assert written["model"] == str(new) and written["commissioning"] == record
+    assert [item["path"].endswith("broken.jpeg") for item in written["skipped"]] == [True]
+    assert [item["class"] for item in written["refused"]] == ["NORMAL"]
 
     # predict with the new model uses the site threshold and says whose it is.
     code, out, err = run_cli(monkeypatch, capsys, "predict", new, site / "PNEUMONIA", "--json",
@@ -171,9 +179,19 @@ def test_commission_writes_a_new_model_and_leaves_the_original_alone(model, site
     code, out, err = run_cli(monkeypatch, capsys, "doctor", model)
     assert "commissioned: no" in err
 
+    # Commissioning the commissioned model for another site names it after that site alone.
+    code, _, err = run_cli(monkeypatch, capsys, "commission", new, site, "--site", "clinic-b")
+    assert code == 1, err
+    again = model.with_name(f"model_int8.site-clinic-b{model.suffix}")
+    assert again.is_file() and read_metadata(again).commissioning["source_model"] == new.name
+    assert not list(model.parent.glob("*.site-clinic-a.site-*"))
+    # ... and for its own site again would overwrite itself: refused, with the way out.
+    code, _, err = run_cli(monkeypatch, capsys, "commission", new, site)
+    one_line_error(code, err, "give another --out")
+
 
 def test_too_few_pneumonia_films_keep_the_validated_threshold(model, tiny_kaggle, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "few.tflite"
+    out = tmp_path / f"few{model.suffix}"
     code, _, err = run_cli(monkeypatch, capsys, "commission", model, tiny_kaggle / "test", "--site", "small",
                            "--out", out)
     assert code == 0, err
@@ -192,13 +210,13 @@ def one_line_error(code: int, err: str, expected: str) -> None:
 def test_bad_input_is_one_line_and_nothing_is_written(model, site, tmp_path, monkeypatch, capsys):
     no_class = tmp_path / "no_class"
     shutil.copytree(site / "NORMAL", no_class / "NORMAL")
-    code, _, err = run_cli(monkeypatch, capsys, "commission", model, no_class, "--out", tmp_path / "a.tflite")
+    code, _, err = run_cli(monkeypatch, capsys, "commission", model, no_class, "--out", tmp_path / f"a{model.suffix}")
     one_line_error(code, err, "no PNEUMONIA subfolder")
 
     empty = tmp_path / "empty"
     shutil.copytree(site / "NORMAL", empty / "NORMAL")
     (empty / "PNEUMONIA").mkdir()
-    code, _, err = run_cli(monkeypatch, capsys, "commission", model, empty, "--out", tmp_path / "b.tflite")
+    code, _, err = run_cli(monkeypatch, capsys, "commission", model, empty, "--out", tmp_path / f"b{model.suffix}")
     one_line_error(code, err, "contains no images")
 
     not_a_model = tmp_path / "notes.tflite"

@@ -51,6 +51,21 @@ def test_train_without_tensorflow_names_the_extra(tiny_kaggle):
     assert "Traceback" not in result.stderr
 
 
+def test_commission_without_tensorflow_and_renormalise_names_the_extra(tiny_run, tiny_kaggle, tmp_path):
+    model = edge_artifacts(tiny_run)["int8.tflite"]
+    out = tmp_path / "site.tflite"
+    result = cli("commission", model, tiny_kaggle / "test", "--site", "tf-free", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "commissioned model written" in result.stderr
+
+    refused = tmp_path / "renormalised.tflite"
+    result = cli("commission", model, tiny_kaggle / "test", "--renormalise", tiny_run, "--out", refused)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'edgecxr commission --renormalise' needs" in " ".join(result.stderr.split())
+    assert "pip install 'edgecxr[train]'" in result.stderr
+    assert not refused.exists() and not list(tmp_path.glob(".edgecxr-renormalise-*"))
+
+
 def test_predictor_imports_nothing_forbidden(tiny_run, tiny_kaggle):
     """The predictor's whole import graph, checked after a real prediction (train/convert blocked too)."""
     model = edge_artifacts(tiny_run)["int8.tflite"]
