@@ -12,6 +12,7 @@ from edgecxr.convert import command as convert_command
 from edgecxr.edge_runtime import command as runtime_command
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.station import command as station_command
 from edgecxr.train import command as train_command
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command()(convert_command.convert)
 app.command()(runtime_command.predict)
 app.command()(runtime_command.commission)
 app.command()(runtime_command.doctor)
+app.command()(station_command.serve)
 app.command()(bench_command.bench)
 
 
