@@ -51,6 +51,8 @@ MAX_NAME = 200
 MAX_REFERENCE = 100
 # Multipart framing and the reference field, on top of the files themselves.
 FORM_OVERHEAD = 64 * 1024
+# A refused upload up to this size is read and dropped before the answer; a larger one is cut off.
+DRAIN_LIMIT = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class Station:
         except MemoryError:
             error = "not enough memory to decode it"
         latency_ms = (time.perf_counter() - started) * 1000.0
-        kept = self._keep(data, sha, image) if self.keep_images else ""
+        kept = self._keep(data, sha) if self.keep_images else ""
         if prediction is None:
             result, probability, gate, distance, projection = UNREADABLE, None, f"unreadable: {error}", None, None
         else:
@@ -112,14 +114,26 @@ class Station:
         row.update(film=film, heatmap=heat, error=error, label_text=label_text(result))
         return row
 
-    def _keep(self, data: bytes, sha: str, image) -> str:
-        suffix = (getattr(image, "format", None) or "bin").lower() if image is not None else "bin"
-        name = f"{sha}.{re.sub(r'[^a-z0-9]', '', suffix) or 'bin'}"
+    def _keep(self, data: bytes, sha: str) -> str:
+        name = f"{sha}.{stored_suffix(data)}"
         target = self.data_dir / "images" / name
         if not target.exists():
             with atomic_path(target) as tmp:
                 tmp.write_bytes(data)
         return name
+
+
+def stored_suffix(data: bytes) -> str:
+    """A kept image's extension, from its content (never from the name it was uploaded with)."""
+    if data[128:132] == b"DICM":
+        return "dcm"
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return re.sub(r"[^a-z0-9]", "", (image.format or "").lower()) or "bin"
+    except Exception:  # noqa: BLE001 - anything Pillow cannot identify is kept as plain bytes
+        return "bin"
 
 
 def load_heatmap():
@@ -189,6 +203,10 @@ def create_app(station: Station) -> Starlette:
         if length is None or not length.isdigit():
             return error(411, "the upload must state its length")
         if int(length) > limits.max_files * limits.max_file_bytes + FORM_OVERHEAD:
+            if int(length) <= DRAIN_LIMIT:
+                # Read and drop it, so the client hears the reason instead of a reset connection.
+                async for _ in request.stream():
+                    pass
             return error(413, f"upload too large: at most {limits.max_files} files of "
                               f"{limits.max_file_bytes // (1024 * 1024)} MB each")
         try:

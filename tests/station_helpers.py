@@ -1,0 +1,42 @@
+"""What the station's tests share: the served model, real images, a non-X-ray photo, the host's address."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+from PIL import Image
+
+from edge_artifacts import gated_artifacts
+
+
+def station_model(tiny_run: Path, xray_pool: Path) -> Path:
+    """The tiny run's int8 TFLite model with a calibrated input gate: what a clinic would serve."""
+    return gated_artifacts(tiny_run, xray_pool)["int8.tflite"]
+
+
+def colour_photo_jpeg() -> bytes:
+    """A real photograph (scikit-image's bundled astronaut): not a chest X-ray."""
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def xray_paths(xray_pool: Path, count: int) -> list[Path]:
+    return sorted((xray_pool / "held_out").iterdir())[:count]
+
+
+def host_address() -> str | None:
+    """This machine's own non-loopback IPv4 address (bindable here, not 127.x), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = probe.getsockname()[0]
+    except OSError:
+        return None
+    if address.startswith("127.") or address == "0.0.0.0":
+        return None
+    return address
