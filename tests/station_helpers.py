@@ -40,3 +40,26 @@ def host_address() -> str | None:
     if address.startswith("127.") or address == "0.0.0.0":
         return None
     return address
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def chromium(download_dir: Path, user_data_dir: Path, width: int = 1280, height: int = 1000):
+    """Debian's headless Chromium through its own chromedriver (nothing downloaded), fresh profile,
+    downloads into `download_dir`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                     f"--user-data-dir={user_data_dir}", f"--window-size={width},{height}"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
+    return driver
