@@ -24,6 +24,10 @@ def predict(
                                             rich_help_panel=OUTPUT),
     summary_path: Optional[Path] = typer.Option(None, "--summary", help="Also write the run summary as JSON here.",
                                                 rich_help_panel=OUTPUT),
+    heatmap_dir: Optional[Path] = typer.Option(None, "--heatmap", metavar="DIR",
+                                               help="Also write a heat map over each predicted film (PNG) here; "
+                                                    "none for refused or skipped images. About 225 inferences "
+                                                    "an image.", rich_help_panel=OUTPUT),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
                                               help="P(pneumonia) at or above this is PNEUMONIA. Default: the "
                                                    "threshold stored in the model's metadata.",
@@ -61,6 +65,19 @@ def predict(
             raise EdgecxrError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
     else:
         writer = TableWriter(f"{Path(model).name} ({predictor.runtime})")
+    heatmaps = None
+    if heatmap_dir is not None:
+        from .heatmap_files import HeatMapFolder
+
+        heatmaps = HeatMapFolder(heatmap_dir)
+
+    def handle(item, prediction) -> None:
+        writer.write(prediction, item.truth)
+        summary.add(prediction, item.truth)
+        if heatmaps is not None and prediction.ok and not prediction.refused:
+            from .heatmap import heatmap, overlay_png
+
+            heatmaps.write(item.path, overlay_png(item.path, heatmap(predictor, item.path)))
 
     success = False
     try:
@@ -72,19 +89,20 @@ def predict(
             with progress_bar() as progress:
                 task = progress.add_task("predicting", total=len(items))
                 for item, prediction in zip(items, results):
-                    writer.write(prediction, item.truth)
-                    summary.add(prediction, item.truth)
+                    handle(item, prediction)
                     progress.advance(task)
         else:
             for item, prediction in zip(items, results):
-                writer.write(prediction, item.truth)
-                summary.add(prediction, item.truth)
+                handle(item, prediction)
         success = True
     finally:
         writer.close(success)
     summary.print(console)
     if csv_path is not None:
         console.print(f"predictions written to {csv_path}", highlight=False)
+    if heatmaps is not None:
+        console.print(f"{len(heatmaps.written)} heat maps written to {heatmap_dir} (none for refused or "
+                      f"skipped images)", highlight=False)
     if summary_path is not None:
         from .atomic import write_json_atomic
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dicom import is_dicom
 from .errors import EdgecxrError
 
 LABELS = ("NORMAL", "PNEUMONIA")
 POSITIVE_LABEL = "PNEUMONIA"
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".dcm",
+                  ".dicom"}
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,23 @@ class LabelledImage:
 def list_images(folder: Path) -> list[Path]:
     """Image-like files under `folder` (recursive), sorted so every run sees the same order.
 
-    Files are chosen by suffix only: whether they really decode is decided later, per file,
-    so one bad file is reported and skipped instead of stopping the listing.
+    Files are chosen by suffix, plus suffix-less files that start like DICOM (PACS exports name
+    films IM000001 and the like): whether they really decode is decided later, per file, so one
+    bad file is reported and skipped instead of stopping the listing.
     """
     return sorted(
         p for p in Path(folder).rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and not p.name.startswith(".")
+        and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and _starts_like_dicom(p)))
     )
+
+
+def _starts_like_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return is_dicom(handle.read(132))
+    except OSError:
+        return False
 
 
 def has_class_folders(folder: Path, labels: tuple[str, ...] = LABELS) -> bool:

@@ -1,6 +1,6 @@
 """Decode any image a clinic might hand us into one 8-bit grayscale picture, or say why not.
 
-X-rays arrive as 8-bit JPEGs, 16-bit PNGs exported from DICOM viewers, RGB(A) screenshots,
+X-rays arrive as DICOM films (dicom.py), 8-bit JPEGs, 16-bit PNGs exported from DICOM viewers, RGB(A) screenshots,
 CMYK scans or phone photos with an EXIF rotation. Everything downstream sees plain 'L' images.
 """
 
@@ -14,6 +14,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .dicom import WARNINGS_KEY, is_dicom
 from .errors import ImageError
 
 # The largest digital radiography detectors are about 4300 x 4300 pixels (18.5 MP); anything
@@ -45,9 +46,18 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     return image
 
 
+def image_warnings(image: Image.Image) -> tuple[str, ...]:
+    """What the decoder noticed but did not refuse (e.g. a DICOM film's modality is not CR/DX)."""
+    return tuple(image.info.get(WARNINGS_KEY, ()))
+
+
 def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
     if stream.getbuffer().nbytes == 0:
         raise ImageError("empty file")
+    if is_dicom(stream.getbuffer()[:132].tobytes()):
+        from .dicom import decode_dicom
+
+        return decode_dicom(stream.getvalue(), max_pixels)
     try:
         image = Image.open(stream)
         _check_size(image, max_pixels)  # header only: refuse bombs before the pixels are decoded

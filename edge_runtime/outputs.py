@@ -19,7 +19,7 @@ from .predictor import Prediction
 from .site_monitor import SHIFT, TOO_FEW, UNAVAILABLE, compare_with_reference
 
 CSV_FIELDS = ("path", "label", "probability", "threshold", "latency_ms", "error", "reason", "gate_distance",
-              "truth")
+              "warnings", "truth")
 NOT_CXR_TEXT = "not a chest X-ray"
 
 
@@ -57,6 +57,7 @@ class CsvWriter:
 
     def write(self, prediction: Prediction, truth: str | None) -> None:
         row = record(prediction, truth)
+        row["warnings"] = "; ".join(row["warnings"])
         self._writer.writerow({key: "" if row.get(key) is None else row[key] for key in CSV_FIELDS})
 
     def close(self, success: bool = True) -> None:
@@ -100,6 +101,8 @@ class TableWriter:
                          f"{prediction.latency_ms:.1f}"]
             else:
                 cells = [escape(prediction.path), f"[yellow]skipped: {escape(prediction.error)}[/yellow]", "", ""]
+            if prediction.warnings:
+                cells[1] += "".join(f"\n[yellow]warning: {escape(w)}[/yellow]" for w in prediction.warnings)
             if with_truth:
                 cells.append(truth or "")
             table.add_row(*cells)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -22,7 +22,7 @@ import numpy as np
 from .backends import open_backend
 from .errors import EdgecxrError, ImageError
 from .feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference
-from .images import ImageSource, open_image
+from .images import ImageSource, image_warnings, open_image
 from .input_checks import check_image
 from .preprocessing import preprocess
 
@@ -46,6 +46,8 @@ class Prediction:
     gate_distance: float | None = None
     # The image along the reference's monitored components: what the site monitor compares.
     projection: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+    # Said alongside the result, never a failure: e.g. a DICOM film whose modality is not CR/DX.
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,7 @@ class Prediction:
             "error": self.error,
             "reason": self.reason,
             "gate_distance": None if self.gate_distance is None else round(self.gate_distance, 4),
+            "warnings": list(self.warnings),
         }
 
 
@@ -157,10 +160,12 @@ class Predictor:
     def _predict_batch(self, sources: list[ImageSource], raise_errors: bool = False) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(sources)
         inputs, decode_ms, indices = [], [], []
+        warnings: dict[int, tuple[str, ...]] = {}
         for index, source in enumerate(sources):
             started = time.perf_counter()
             try:
                 image = open_image(source)
+                warnings[index] = image_warnings(image)
                 reason = check_image(image)
                 if reason is None:
                     inputs.append(preprocess(image, self.spec))
@@ -181,7 +186,7 @@ class Predictor:
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000.0
             if reason is not None:
-                results[index] = self._refused(source, reason, elapsed_ms)
+                results[index] = replace(self._refused(source, reason, elapsed_ms), warnings=warnings[index])
                 continue
             decode_ms.append(elapsed_ms)
             indices.append(index)
@@ -196,13 +201,14 @@ class Predictor:
             for position, (index, probability, ms) in enumerate(zip(indices, probabilities, decode_ms)):
                 distance = None if distances is None else float(distances[position])
                 if reasons[position] is not None:
-                    results[index] = self._refused(sources[index], reasons[position], ms + inference_ms, distance)
+                    results[index] = replace(self._refused(sources[index], reasons[position], ms + inference_ms,
+                                                           distance), warnings=warnings[index])
                     continue
                 probability = float(probability)
                 projection = None if projections is None else tuple(float(v) for v in projections[position])
                 results[index] = Prediction(source_name(sources[index]), self.label_for(probability), probability,
                                             self.threshold, ms + inference_ms, gate_distance=distance,
-                                            projection=projection)
+                                            projection=projection, warnings=warnings[index])
         return results
 
     def _refused(self, source: ImageSource, reason: str, latency_ms: float,
