@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from ..atomic import atomic_path
 from ..errors import ImageError
-from ..images import open_image, to_grayscale
+from ..heatmap import heatmap, overlay
+from ..images import image_warnings, open_image, to_grayscale
 from ..predictor import NOT_CXR, Predictor
 from ..site_monitor import compare_with_reference
 from . import auth
@@ -65,7 +66,7 @@ class Station:
     """The loaded model, the log and the settings one server holds for its lifetime."""
 
     def __init__(self, predictor: Predictor, model_path: Path, data_dir: Path, token: str | None,
-                 keep_images: bool = False, limits: Limits = Limits()):
+                 keep_images: bool = False, limits: Limits = Limits(), heatmaps: bool = True):
         self.predictor = predictor
         self.model_path = Path(model_path)
         self.data_dir = Path(data_dir)
@@ -76,7 +77,7 @@ class Station:
         self.card = model_card(self.model_path, predictor.metadata, predictor.runtime, predictor.learned_check)
         self.commissioning = commissioning_text(predictor.metadata)
         self._model_lock = threading.Lock()
-        self._heatmap = load_heatmap()
+        self.heatmaps = heatmaps
 
     def monitor(self, probabilities, projections) -> tuple[str, str]:
         result = compare_with_reference(self.predictor.reference, projections, probabilities)
@@ -86,14 +87,15 @@ class Station:
         """Decode, gate, predict (and map the evidence of) one upload; log it; return what the page shows."""
         started = time.perf_counter()
         sha = hashlib.sha256(data).hexdigest()
-        image, film, heat, prediction, error = None, None, None, None, None
+        image, film, heat, prediction, error, warnings = None, None, None, None, None, ()
         try:
             image = open_image(data)
+            warnings = image_warnings(image)
             film = preview_png(image)
             with self._model_lock:
                 prediction = self.predictor.predict(image)
-                if self._heatmap is not None and not prediction.refused:
-                    heat = self._heatmap(self.predictor, image)
+                if self.heatmaps and not prediction.refused:
+                    heat = render_heatmap(self.predictor, image)
         except ImageError as exc:
             error = str(exc)
         except MemoryError:
@@ -109,7 +111,8 @@ class Station:
         entry = Entry(reference=reference, file_name=file_name, image_sha256=sha, result=result,
                       probability=probability, threshold=self.predictor.threshold, gate=gate, gate_distance=distance,
                       model_sha256=self.predictor.metadata.sha256, commissioning=self.commissioning,
-                      latency_ms=round(latency_ms, 3), kept_image=kept, projection=projection)
+                      latency_ms=round(latency_ms, 3), kept_image=kept, projection=projection,
+                      warnings="; ".join(warnings))
         row = self.log.record(entry, self.monitor)
         row.update(film=film, heatmap=heat, error=error, label_text=label_text(result))
         return row
@@ -136,27 +139,22 @@ def stored_suffix(data: bytes) -> str:
         return "bin"
 
 
-def load_heatmap():
-    """The heat map renderer, (predictor, image) -> PNG data URL; None where edge_runtime has none."""
-    try:
-        from .. import heatmap as heatmap_module
-    except ImportError:
-        return None
-
-    def render(predictor, image) -> str:
-        heat = heatmap_module.heatmap(predictor, image)
-        return "data:image/png;base64," + base64.b64encode(heatmap_module.overlay_png(image, heat)).decode()
-
-    return render
+def render_heatmap(predictor: Predictor, image) -> str:
+    """Occlusion heat map of an accepted film over it, page-sized, as a PNG data URL."""
+    return png_data_url(overlay(image, heatmap(predictor, image)))
 
 
 def preview_png(image) -> str:
-    """The film as the page shows it: at most PREVIEW_SIDE a side, PNG in a data URL (DICOM included)."""
-    shown = image if image.mode in ("L", "RGB") else to_grayscale(image)
-    shown = shown.copy()
+    """The film as the page shows it (DICOM included): grey, or colour for a photo."""
+    return png_data_url(image if image.mode in ("L", "RGB") else to_grayscale(image))
+
+
+def png_data_url(image) -> str:
+    """At most PREVIEW_SIDE a side: a phone on the clinic's Wi-Fi gets tens of kB, not a 4000-pixel film."""
+    shown = image.copy()
     shown.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     buffer = io.BytesIO()
-    shown.save(buffer, format="PNG", optimize=False)
+    shown.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 

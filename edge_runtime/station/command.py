@@ -17,6 +17,8 @@ def serve(
     port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
     data_dir: Path = typer.Option(Path("edgecxr-station"), help="Folder of the results log (SQLite) and of kept "
                                   "images."),
+    heatmaps: bool = typer.Option(True, "--heatmap/--no-heatmap", help="Draw the occlusion heat map of each "
+                                  "accepted film (one inference per patch: seconds on a Pi for Lite0)."),
     keep_images: bool = typer.Option(False, help="Keep uploaded images in DATA_DIR/images/ (named by sha256)."),
     token_file: Optional[Path] = typer.Option(None, help="Read the access token from this file (first line) "
                                               "instead of generating one."),
@@ -34,4 +36,4 @@ def serve(
     from .server import run
 
     run(model, host=host, port=port, data_dir=data_dir, keep_images=keep_images, token_file=token_file,
-        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads)
+        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=heatmaps)

@@ -22,7 +22,7 @@ LOG_FILE = "station.sqlite3"
 # The CSV export and the results list: every column but the monitored projection (numbers for the
 # site monitor, meaningless to a reader).
 COLUMNS = ("id", "time", "day", "reference", "file_name", "image_sha256", "result", "probability", "threshold",
-           "gate", "gate_distance", "monitor", "monitor_message", "model_sha256", "commissioning", "latency_ms",
+           "gate", "gate_distance", "warnings", "monitor", "monitor_message", "model_sha256", "commissioning", "latency_ms",
            "kept_image")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS results (
     threshold REAL NOT NULL,
     gate TEXT NOT NULL,            -- 'accepted' or why the input gate refused / could not read it
     gate_distance REAL,
+    warnings TEXT NOT NULL,        -- what the decoder noticed but did not refuse (e.g. a CT slice), '; '-joined
     monitor TEXT NOT NULL,         -- the site monitor's verdict over the day's X-rays so far
     monitor_message TEXT NOT NULL,
     model_sha256 TEXT NOT NULL,
@@ -67,6 +68,7 @@ class Entry:
     commissioning: str
     latency_ms: float | None
     kept_image: str = ""
+    warnings: str = ""
     projection: tuple[float, ...] | None = None
 
 
@@ -104,7 +106,7 @@ class StationLog:
                 "time": now.isoformat(timespec="milliseconds"), "day": day, "reference": entry.reference,
                 "file_name": entry.file_name, "image_sha256": entry.image_sha256, "result": entry.result,
                 "probability": entry.probability, "threshold": entry.threshold, "gate": entry.gate,
-                "gate_distance": entry.gate_distance, "monitor": verdict, "monitor_message": message,
+                "gate_distance": entry.gate_distance, "warnings": entry.warnings, "monitor": verdict, "monitor_message": message,
                 "model_sha256": entry.model_sha256, "commissioning": entry.commissioning,
                 "latency_ms": entry.latency_ms, "kept_image": entry.kept_image,
                 "projection": None if entry.projection is None else json.dumps(list(entry.projection)),

@@ -13,14 +13,15 @@ from .app import Limits, Station, create_app
 
 
 def run(model: Path, host: str, port: int, data_dir: Path, keep_images: bool, token_file: Path | None,
-        max_file_bytes: int, max_files: int, threads: int | None) -> None:
+        max_file_bytes: int, max_files: int, threads: int | None, heatmaps: bool = True) -> None:
     import uvicorn
 
     loopback = auth.is_loopback(host)
     token = None if loopback and token_file is None else auth.load_token(token_file)
     predictor = Predictor.open(model, threads=threads)
     try:
-        station = Station(predictor, Path(model), Path(data_dir), token, keep_images, Limits(max_file_bytes, max_files))
+        station = Station(predictor, Path(model), Path(data_dir), token, keep_images, Limits(max_file_bytes, max_files),
+                          heatmaps)
     except OSError as exc:
         raise EdgecxrError(f"cannot open the log in {data_dir}: {exc.strerror or exc}") from None
     except Exception as exc:  # sqlite3.Error: a damaged or foreign database file

@@ -54,6 +54,7 @@ function resultCard(item) {
     card.append(el("p", { class: "message probability" },
       "P(pneumonia) " + pct(item.probability) + " against the threshold " + pct(item.threshold)), bar);
   }
+  if (item.warnings) card.append(el("p", { class: "message warning" }, "warning: " + item.warnings));
   if (item.error) card.append(el("p", { class: "message error" }, item.error));
   if (item.gate && item.result !== "unreadable") {
     const gate = item.gate === "accepted" ? "input gate: accepted as a chest X-ray" : "input gate: " + item.gate;
