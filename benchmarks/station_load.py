@@ -120,8 +120,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def load_test(model: Path, images: list[Path], data_dir: Path, clients: int = 4, uploads: int = 200) -> dict:
-    process, base, _ = start_server(model, data_dir)
+def server_latencies(data_dir: Path) -> list[float]:
+    """Each logged result's time inside the station (decode, gate, model, heat map), in ms."""
+    with sqlite3.connect(Path(data_dir) / LOG_FILE) as db:
+        return [r[0] for r in db.execute("SELECT latency_ms FROM results WHERE latency_ms IS NOT NULL")]
+
+
+def load_test(model: Path, images: list[Path], data_dir: Path, clients: int = 4, uploads: int = 200,
+              heatmaps: bool = True) -> dict:
+    process, base, _ = start_server(model, data_dir, args=() if heatmaps else ("--no-heatmap",))
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -156,11 +163,14 @@ def load_test(model: Path, images: list[Path], data_dir: Path, clients: int = 4,
     wall = time.perf_counter() - started
     stop_server(process)
     ms = [t * 1000.0 for t in times]
-    return {"model": str(model), "clients": clients, "uploads": uploads, "errors": len(errors),
+    inside = server_latencies(data_dir)
+    return {"model": str(model), "heatmap": heatmaps, "clients": clients, "uploads": uploads, "errors": len(errors),
             "error_examples": errors[:5], "rows_in_log": log_rows(data_dir), "wall_s": round(wall, 2),
             "uploads_per_s": round(uploads / wall, 2), "answer_ms": {
                 "p50": round(percentile(ms, 0.5), 1), "p95": round(percentile(ms, 0.95), 1),
-                "max": round(max(ms), 1), "mean": round(statistics.fmean(ms), 1)}}
+                "max": round(max(ms), 1), "mean": round(statistics.fmean(ms), 1)},
+            # Answer time = waiting for the model (one at a time) + this; with N clients about N times it.
+            "in_station_ms": {"p50": round(percentile(inside, 0.5), 1), "p95": round(percentile(inside, 0.95), 1)}}
 
 
 def main() -> None:
@@ -170,6 +180,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON result file")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--uploads", type=int, default=200)
+    parser.add_argument("--no-heatmap", action="store_true", help="serve with --no-heatmap")
     parser.add_argument("--work", type=Path, default=None, help="the station's data folder (default: next to --out)")
     options = parser.parse_args()
     images = sorted((options.data / "test").glob("*/*.jpeg"))
@@ -180,7 +191,8 @@ def main() -> None:
     work = options.work or options.out.with_suffix(".station")
     if (work / LOG_FILE).exists():
         raise SystemExit(f"{work / LOG_FILE} exists: give a fresh --work folder")
-    result = load_test(options.model, mixed, work, options.clients, options.uploads)
+    result = load_test(options.model, mixed, work, options.clients, options.uploads,
+                       heatmaps=not options.no_heatmap)
     from edgecxr.edge_runtime.versions import package_versions
 
     result.update(command=" ".join(["python -m edgecxr.benchmarks.station_load", *sys.argv[1:]]),

@@ -249,3 +249,18 @@ def test_a_taken_port_is_one_line(model, tmp_path):
                                str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "error: cannot listen on 127.0.0.1" in done.stderr + done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_dicom_film_is_read_like_its_jpeg(server, xray_pool, tmp_path):
+    from station_helpers import dicom_film
+
+    base, data_dir, _ = server
+    jpeg = xray_paths(xray_pool, 1)[0]
+    dicom = dicom_film(jpeg, tmp_path / "film.dcm")
+    status, body = post_files(base, [("IM0001", dicom.read_bytes()), (jpeg.name, jpeg.read_bytes())])
+    assert status == 200
+    from_dicom, from_jpeg = body["results"]
+    assert from_dicom["result"] == from_jpeg["result"] and from_dicom["result"] in LABELS
+    assert abs(from_dicom["probability"] - from_jpeg["probability"]) < 0.05
+    assert from_dicom["film"].startswith("data:image/png") and from_dicom["heatmap"].startswith("data:image/png")
+    assert sorted(p.suffix for p in (data_dir / "images").iterdir()) == [".dcm", ".jpeg"]
