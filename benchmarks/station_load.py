@@ -169,7 +169,7 @@ def load_test(model: Path, images: list[Path], data_dir: Path, clients: int = 4,
             "uploads_per_s": round(uploads / wall, 2), "answer_ms": {
                 "p50": round(percentile(ms, 0.5), 1), "p95": round(percentile(ms, 0.95), 1),
                 "max": round(max(ms), 1), "mean": round(statistics.fmean(ms), 1)},
-            # Answer time = waiting for the model (one at a time) + this; with N clients about N times it.
+            # From decoding to the logged row, waiting for the model (one request at a time) included.
             "in_station_ms": {"p50": round(percentile(inside, 0.5), 1), "p95": round(percentile(inside, 0.95), 1)}}
 
 

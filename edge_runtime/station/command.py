@@ -17,9 +17,9 @@ def serve(
     port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
     data_dir: Path = typer.Option(Path("edgecxr-station"), help="Folder of the results log (SQLite) and of kept "
                                   "images."),
-    heatmaps: bool = typer.Option(True, "--heatmap/--no-heatmap", help="Draw the occlusion heat map of each "
-                                  "accepted film (one inference per patch: seconds on a Pi for Lite0)."),
-    keep_images: bool = typer.Option(False, help="Keep uploaded images in DATA_DIR/images/ (named by sha256)."),
+    no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip the occlusion heat map (one inference "
+                                    "per patch: the slowest part of each answer)."),
+    keep_images: bool = typer.Option(False, "--keep-images", help="Keep uploaded images in DATA_DIR/images/ (named by sha256)."),
     token_file: Optional[Path] = typer.Option(None, help="Read the access token from this file (first line) "
                                               "instead of generating one."),
     max_upload_mb: int = typer.Option(40, min=1, max=1024, help="Largest accepted file, in MB."),
@@ -36,4 +36,4 @@ def serve(
     from .server import run
 
     run(model, host=host, port=port, data_dir=data_dir, keep_images=keep_images, token_file=token_file,
-        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=heatmaps)
+        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=not no_heatmap)

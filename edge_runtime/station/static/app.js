@@ -32,16 +32,6 @@ async function oneLine(response) {
 function resultCard(item) {
   const card = el("article", { class: "result-card", "data-result": item.result || "" });
   card.append(el("h3", {}, item.file_name + (item.reference ? "  ·  " + item.reference : "")));
-  const images = el("div", { class: "images" });
-  if (item.film) {
-    images.append(el("figure", {}, el("img", { class: "film", src: item.film, alt: "film" }),
-                     el("figcaption", {}, "film")));
-  }
-  if (item.heatmap) {
-    images.append(el("figure", {}, el("img", { class: "heatmap", src: item.heatmap, alt: "heat map" }),
-                     el("figcaption", {}, "heat map: where the model's evidence lies")));
-  }
-  card.append(images);
   card.append(el("p", { class: "verdict " + (item.result || "") }, item.label_text || item.result));
   if (item.probability !== null && item.probability !== undefined) {
     const bar = el("div", { class: "bar", role: "img",
@@ -61,6 +51,17 @@ function resultCard(item) {
     card.append(el("p", { class: "message gate" }, gate));
   }
   if (item.monitor_message) card.append(el("p", { class: "message monitor" }, "site monitor: " + item.monitor_message));
+  // The answer first, the pictures after: on a phone the verdict must not be below the fold.
+  const images = el("div", { class: "images" });
+  if (item.film) {
+    images.append(el("figure", {}, el("img", { class: "film", src: item.film, alt: "film" }),
+                     el("figcaption", {}, "film")));
+  }
+  if (item.heatmap) {
+    images.append(el("figure", {}, el("img", { class: "heatmap", src: item.heatmap, alt: "heat map" }),
+                     el("figcaption", {}, "heat map: where the model's evidence lies")));
+  }
+  card.append(images);
   return card;
 }
 
