@@ -264,3 +264,37 @@ def test_a_dicom_film_is_read_like_its_jpeg(server, xray_pool, tmp_path):
     assert abs(from_dicom["probability"] - from_jpeg["probability"]) < 0.05
     assert from_dicom["film"].startswith("data:image/png") and from_dicom["heatmap"].startswith("data:image/png")
     assert sorted(p.suffix for p in (data_dir / "images").iterdir()) == [".dcm", ".jpeg"]
+
+
+def test_the_card_reads_the_validated_figures_and_the_commissioning(model, tiny_run, tiny_kaggle, tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgecxr.cli import app
+    from edgecxr.edge_runtime.metadata import metadata_path, read_metadata
+    from edgecxr.edge_runtime.station.card import commissioning_text, model_card
+
+    validation = json.loads((tiny_run / "metrics.json").read_text())["validation"]
+    card = model_card(model, read_metadata(model), "ai-edge-litert", "on")
+    (tn, fp), (fn, tp) = validation["confusion_matrix"]
+    assert card["validated"]["sensitivity"]["n"] == tp + fn and card["validated"]["specificity"]["n"] == tn + fp
+    low, high = card["validated"]["accuracy"]["ci95"]
+    assert low <= card["validated"]["accuracy"]["value"] <= high
+    assert card["commissioned"] is None
+
+    # A copy outside its run folder: no validated figures can be vouched for.
+    alone = tmp_path / model.name
+    shutil.copy(model, alone)
+    shutil.copy(metadata_path(model), metadata_path(alone))
+    assert model_card(alone, read_metadata(alone), "ai-edge-litert", "on")["validated"] is None
+
+    result = CliRunner().invoke(app, ["commission", str(alone), str(tiny_kaggle / "test"), "--site", "clinic-a"])
+    assert result.exit_code == 0, result.output
+    (site_model,) = tmp_path.glob("*.site-clinic-a.tflite")
+    metadata = read_metadata(site_model)
+    card = model_card(site_model, metadata, "ai-edge-litert", "on")
+    assert card["commissioned"]["site"] == "clinic-a" and card["threshold"] == metadata.threshold
+    assert "sensitivity" in card["commissioned"]["at_site_threshold"]
+    assert commissioning_text(metadata).startswith("site clinic-a, ")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..intervals import clopper_pearson
 from ..metadata import ModelMetadata, metadata_path
-from ..run_folder import EXPORT_DIR, METRICS_FILE, MODEL_FILE
+from ..run_folder import METRICS_FILE, MODEL_FILE
 from ..versions import package_version
 
 INTENDED_USE = ("Triage support for pediatric chest X-rays (NORMAL vs PNEUMONIA): it orders the worklist "
@@ -34,7 +34,8 @@ def figures_from_confusion(matrix, threshold: float) -> dict:
 def validated_figures(model_path: Path, metadata: ModelMetadata) -> dict | None:
     """Validation accuracy, sensitivity and specificity with 95 % intervals, or None if unknown."""
     model_path = Path(model_path)
-    candidates = [model_path.parent] + ([model_path.parent.parent] if model_path.parent.name == EXPORT_DIR else [])
+    # The run folder holds the model (a Keras model) or the folder it was exported to (export/ or another).
+    candidates = [model_path.parent, model_path.parent.parent]
     source_sha = metadata.details.get("source_sha256") if isinstance(metadata.details, dict) else None
     for run in candidates:
         try:
