@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from ..atomic import atomic_path
-from ..errors import ImageError
+from ..errors import EdgecxrError, ImageError
 from ..heatmap import heatmap, overlay
 from ..images import image_warnings, open_image, to_grayscale
 from ..predictor import NOT_CXR, Predictor
@@ -95,7 +95,10 @@ class Station:
             with self._model_lock:
                 prediction = self.predictor.predict(image)
                 if self.heatmaps and not prediction.refused:
-                    heat = render_heatmap(self.predictor, image)
+                    try:
+                        heat = render_heatmap(self.predictor, image)
+                    except EdgecxrError as exc:  # the answer stands without its picture
+                        warnings = (*warnings, f"no heat map: {exc}")
         except ImageError as exc:
             error = str(exc)
         except MemoryError:
