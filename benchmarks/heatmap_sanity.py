@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import tempfile
@@ -182,7 +183,9 @@ def markdown(result: dict) -> str:
     s = result["sanity"]
     lines = [f"# Heat-map sanity check and cost: {result['run']}", "",
              f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.",
-             "Timings share a 2-core machine with other jobs: read them as upper bounds.", "",
+             "Timings share a 2-core machine with other jobs: read them as upper bounds"
+             + (f" (1-minute load average {result['load_average_1min']['before_costs']} before timing, "
+                f"{result['load_average_1min']['after_costs']} after)." if "load_average_1min" in result else "."), "",
              f"Occlusion sensitivity, {result['settings']['patches']} patches per side (half-overlapping, "
              f"{s['evaluations_per_image']} inferences per image), on {result['images']} validation images; "
              f"Spearman rank correlation of the map (change of P(pneumonia) per pixel) with the real "
@@ -231,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "images": len(films), "sanity": sanity(run, films, args.patches, args.seed)}
     print("cost per heat map:", flush=True)
+    load_before = os.getloadavg()
     result["costs"] = costs(run, films[:args.timed_images], args.patches, args.threads)
+    # Other jobs share the machine: the load says how much the timings are inflated.
+    result["load_average_1min"] = {"before_costs": round(load_before[0], 2), "after_costs": round(os.getloadavg()[0], 2)}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     name = Path(args.run).name
     write_json_atomic(args.out / f"{name}.json", result)

@@ -17,6 +17,7 @@ with the reason.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,14 @@ def is_dicom(head: bytes) -> bool:
 def decode_dicom(data: bytes, max_pixels: int) -> Image.Image:
     """DICOM bytes -> an 'L' (or 'RGB') PIL image with `info['warnings']`: a list of strings."""
     pydicom = _import_pydicom()
+    # pydicom warns (Python warnings) about every oddity of a file it still reads; what matters to
+    # the user is decided here and said once, in the result's warnings or the skip reason.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode(pydicom, data, max_pixels)
+
+
+def _decode(pydicom, data: bytes, max_pixels: int) -> Image.Image:
     from pydicom.errors import InvalidDicomError
 
     try:
@@ -132,7 +141,13 @@ def _voi_range(ds) -> tuple[float | None, float | None]:
 
     sequence = ds.get("VOILUTSequence")
     if sequence and sequence[0].get("LUTDescriptor") is not None and sequence[0].get("LUTData") is not None:
-        entries, first = int(sequence[0].LUTDescriptor[0]) or 65536, int(sequence[0].LUTDescriptor[1])
+        entries, first, depth = (int(v) for v in sequence[0].LUTDescriptor)
+        entries = entries or 65536
+        if depth == 8:
+            # pydicom 3.0 indexes an 8-bit table with an 8-bit array, so stored values above 255 wrap
+            # (a 12-bit film came out nearly black). The same entries read as 16-bit are exact; the
+            # dataset is this decoder's own copy.
+            sequence[0].LUTDescriptor = [sequence[0].LUTDescriptor[0], first, 16]
         table = apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds, prefer_lut=True)
     elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         table = apply_voi_lut(np.array([-1e12, 1e12]), ds, prefer_lut=False)
