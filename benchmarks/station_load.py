@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -30,40 +29,41 @@ from pathlib import Path
 LOG_FILE = "station.sqlite3"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model: Path, data_dir: Path, host: str = "127.0.0.1", port: int | None = None,
+def start_server(model: Path, data_dir: Path, host: str = "127.0.0.1", port: int = 0,
                  args: tuple[str, ...] = (), timeout: float = 120.0) -> tuple[subprocess.Popen, str, str]:
-    """The station in its own process, once it answers. Returns (process, base URL, stdout so far)."""
-    port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
+    """The station in its own process, once it answers. Returns (process, base URL, what it printed).
+    Port 0 (default): the station binds a free port itself and its printed URL says which."""
     command = [sys.executable, "-c", "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import main; main()",
                "serve", str(model), "--host", host, "--port", str(port), "--data-dir", str(data_dir), *args]
     env = {**os.environ, "COLUMNS": "200"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    connect = "127.0.0.1" if host == "0.0.0.0" else host
-    base = f"http://{connect}:{port}"
+    lines: list[str] = []
+    # A thread drains its output: a full pipe would stall the server; the lines say where it listens.
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
     deadline = time.monotonic() + timeout
+    base = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"edgecxr serve exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            urllib.request.urlopen(base + "/", timeout=2).close()
-            break
-        except urllib.error.HTTPError:
-            break  # 401 off loopback: it is up
-        except OSError:
-            time.sleep(0.2)
+            time.sleep(0.5)
+            raise RuntimeError(f"edgecxr serve exited with {process.returncode}: {''.join(lines)}")
+        opened = [line for line in list(lines) if line.startswith("open http://")]
+        if opened and base is None:
+            port = int(opened[0].split("open http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+            base = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        if base is not None:
+            try:
+                urllib.request.urlopen(base + "/", timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break  # 401 off loopback: it is up
+            except OSError:
+                pass
+        time.sleep(0.2)
     else:
         process.kill()
-        raise RuntimeError("edgecxr serve did not answer in time")
-    # Everything it printed before serving (the URL, the token line) is there by now; read without blocking.
-    os.set_blocking(process.stdout.fileno(), False)
-    printed = process.stdout.read() or ""
-    return process, base, printed
+        raise RuntimeError(f"edgecxr serve did not answer in time: {''.join(lines)}")
+    time.sleep(0.3)  # the lines printed just before serving (the token's) reach the reader thread
+    return process, base, "".join(lines)
 
 
 def stop_server(process: subprocess.Popen) -> None:

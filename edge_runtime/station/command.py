@@ -14,7 +14,7 @@ def serve(
     model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Any other than loopback needs the access "
                              "token."),
-    port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
+    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free one)."),
     data_dir: Path = typer.Option(Path("edgecxr-station"), help="Folder of the results log (SQLite) and of kept "
                                   "images."),
     no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip the occlusion heat map (one inference "

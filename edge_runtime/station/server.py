@@ -27,6 +27,7 @@ def run(model: Path, host: str, port: int, data_dir: Path, keep_images: bool, to
     except Exception as exc:  # sqlite3.Error: a damaged or foreign database file
         raise EdgecxrError(f"cannot open the log in {data_dir}: {exc}") from None
     sock = bind(host, port)
+    port = sock.getsockname()[1]  # --port 0: the free port the system picked
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
     console.print(f"edgecxr station: {Path(model).name} ({predictor.runtime}), log {station.log.path}", highlight=False,
