@@ -160,3 +160,15 @@ def test_off_loopback_the_page_needs_the_token(browser, model, tmp_path, xray_po
         assert card_for(browser, path.name).get_attribute("data-result") in LABELS
     finally:
         stop_server(process)
+
+
+def test_a_dicom_film_is_shown_with_its_result_and_heat_map(browser, station, xray_pool, tmp_path):
+    from station_helpers import dicom_film
+
+    dicom = dicom_film(xray_paths(xray_pool, 4)[3], tmp_path / "IM0001.dcm")
+    browser.get(station + "/")
+    upload(browser, dicom)
+    card = card_for(browser, "IM0001.dcm")
+    assert card.get_attribute("data-result") in LABELS
+    assert loaded(browser, card.find_element("css selector", "img.film"))
+    assert loaded(browser, card.find_element("css selector", "img.heatmap"))
