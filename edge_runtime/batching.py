@@ -48,6 +48,28 @@ def batch_size_for(input_shape: tuple[int, ...], budget_bytes: int | None = None
     return max(1, min(max_batch, budget // max(per_image, 1)))
 
 
+def decode_workers() -> int:
+    """One decoding thread per core this process may use (4 on a Raspberry Pi 4 or 5)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def decode_window(input_shape: tuple[int, ...], batch_size: int, workers: int,
+                  budget_bytes: int | None = None) -> int:
+    """How many images parallel decoding may have in flight besides the batch being filled.
+
+    Two per worker keeps every worker busy while the interpreter runs; fewer if the decoded
+    inputs would not fit the budget (never fewer than one per worker). Each worker also holds
+    one full-size film while it decodes it, bounded by images.MAX_PIXELS.
+    """
+    budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
+    per_image = math.prod(int(d) for d in input_shape) * 4
+    fits = budget // max(per_image, 1) - batch_size
+    return max(workers, min(2 * workers, fits))
+
+
 def predict_in_batches(predict: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, *,
                        batch_size: int | None = None,
                        prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:

@@ -35,6 +35,11 @@ def predict(
     threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's choice).",
                                           rich_help_panel=INFERENCE),
     batch_size: int = typer.Option(1, min=1, help="Images per inference call.", rich_help_panel=INFERENCE),
+    workers: Optional[int] = typer.Option(None, min=1, help="Threads decoding images (default: one per core).",
+                                          rich_help_panel=INFERENCE),
+    reduced_decode: bool = typer.Option(False, "--reduced-decode", help="Decode large JPEGs at reduced size: "
+                                        "several times faster, but may change a label at the threshold.",
+                                        rich_help_panel=INFERENCE),
     trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata.",
                                rich_help_panel=INFERENCE),
 ):
@@ -47,9 +52,11 @@ def predict(
     from .errors import EdgecxrError
     from .outputs import CsvWriter, JsonLinesWriter, Summary, TableWriter
     from .predictor import Predictor
+    from .batching import decode_workers
     from .sources import collect_images
 
-    predictor = Predictor.open(model, threads=threads, trust=trust, threshold=threshold)
+    predictor = Predictor.open(model, threads=threads, trust=trust, threshold=threshold,
+                               reduced_decode=reduced_decode)
     metadata = predictor.metadata
     items = collect_images(images, tuple(metadata.labels))
     summary = Summary(model=str(model), runtime=predictor.runtime, threshold=predictor.threshold,
@@ -81,7 +88,8 @@ def predict(
 
     success = False
     try:
-        results = predictor.predict_many((item.path for item in items), batch_size=batch_size)
+        results = predictor.predict_many((item.path for item in items), batch_size=batch_size,
+                                         workers=workers or decode_workers())
         show_progress = len(items) > 1 and console.is_terminal
         if show_progress:
             from .console import progress_bar

@@ -47,8 +47,12 @@ FLOAT32_DIGITS = 9
 
 
 def input_layout(inputs) -> np.ndarray:
-    """(N, H, W, C) model inputs -> (N, 64): the mean input over each cell of an 8x8 grid."""
-    inputs = np.asarray(inputs)
+    """(N, H, W, C) model inputs -> (N, 64): the mean input over each cell of an 8x8 grid.
+
+    `inputs` may be any array-like that slices into arrays (convert holds its image sets as uint8
+    that scale when sliced): it is read a slice at a time, never copied whole."""
+    if not hasattr(inputs, "shape"):
+        inputs = np.asarray(inputs)
     n, height, width = inputs.shape[:3]
     cell_h, cell_w = height // LAYOUT_GRID, width // LAYOUT_GRID
     if cell_h < 1 or cell_w < 1:

@@ -24,14 +24,20 @@ MAX_PIXELS = 20_000_000
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
-def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Return the fully decoded, upright image from a path, bytes, PIL image or numpy array."""
+def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS,
+               reduce_to: int | None = None) -> Image.Image:
+    """Return the decoded, upright image from a path, bytes, PIL image or numpy array.
+
+    `reduce_to`: the caller needs no more than this many pixels on each side, so a JPEG may be
+    decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as both sides stay at least
+    this large. Other formats and images already near that size are decoded in full.
+    """
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
         image = _image_from_array(source)
     elif isinstance(source, (bytes, bytearray)):
-        image = _decode(io.BytesIO(source), "<bytes>", max_pixels)
+        image = _decode(io.BytesIO(source), "<bytes>", max_pixels, reduce_to)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
@@ -39,7 +45,7 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
                 data = handle.read()
         except OSError as exc:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
-        image = _decode(io.BytesIO(data), str(path), max_pixels)
+        image = _decode(io.BytesIO(data), str(path), max_pixels, reduce_to)
     else:
         raise ImageError(f"unsupported image source of type {type(source).__name__}")
     _check_size(image, max_pixels)
@@ -51,7 +57,7 @@ def image_warnings(image: Image.Image) -> tuple[str, ...]:
     return tuple(image.info.get(WARNINGS_KEY, ()))
 
 
-def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
+def _decode(stream: io.BytesIO, name: str, max_pixels: int, reduce_to: int | None = None) -> Image.Image:
     if stream.getbuffer().nbytes == 0:
         raise ImageError("empty file")
     if is_dicom(stream.getbuffer()[:132].tobytes()):
@@ -61,6 +67,10 @@ def _decode(stream: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(stream)
         _check_size(image, max_pixels)  # header only: refuse bombs before the pixels are decoded
+        if reduce_to is not None and image.format == "JPEG":
+            # Same mode: asking for "L" would drop a colour photo's chroma before the input gate.
+            # draft() keeps both sides >= reduce_to, and a no-op when no scale would.
+            image.draft(image.mode, (reduce_to, reduce_to))
         image.load()
         # EXIF orientation is applied here so a phone photo of a film is upright before resizing.
         return ImageOps.exif_transpose(image)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,13 +22,26 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .backends import open_backend
+from .batching import decode_window
 from .errors import EdgecxrError, ImageError
 from .feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference
 from .images import ImageSource, image_warnings, open_image
-from .input_checks import check_image
-from .preprocessing import preprocess
+from .input_checks import ANALYSIS_SIDE, check_image
+from .preprocessing import preprocess, smallest_source_side
 
 NOT_CXR = "not_cxr"
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One source after decoding: its model input, or why it was refused or skipped."""
+
+    source: ImageSource
+    model_input: np.ndarray | None = None
+    reason: str | None = None  # refused by the cheap input checks
+    decode_ms: float | None = None
+    error: str | None = None  # unreadable: skipped
+    warnings: tuple[str, ...] = ()  # what the decoder noticed but did not refuse
 
 
 @dataclass(frozen=True)
@@ -84,9 +99,15 @@ def source_name(source: ImageSource) -> str:
 class Predictor:
     """Backend + metadata. One interpreter (or session) serves every image it is given."""
 
-    def __init__(self, backend, threshold: float | None = None):
+    def __init__(self, backend, threshold: float | None = None, reduced_decode: bool = False):
         self.backend = backend
         self.metadata = backend.metadata
+        # Opt-in: a large JPEG decoded at reduced scale, never below what the preprocessing resizes
+        # from (with margin) nor below the input checks' analysis size. Off by default: on 626
+        # full-size films it changed int8 labels at the threshold (compact 2, Lite0 12) and a gate
+        # refusal (benchmarks/decode_speed.py, docs/results.md#full-size-films-decode-speed).
+        self.reduce_to = (max(smallest_source_side(self.metadata.preprocessing), ANALYSIS_SIDE)
+                          if reduced_decode else None)
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise EdgecxrError(f"threshold must be in [0, 1], not {threshold}")
         self.threshold = self.metadata.threshold if threshold is None else float(threshold)
@@ -121,9 +142,10 @@ class Predictor:
 
     @classmethod
     def open(cls, model_path: str | Path, threads: int | None = None, trust: bool = False,
-             threshold: float | None = None) -> "Predictor":
+             threshold: float | None = None, reduced_decode: bool = False) -> "Predictor":
         """Load a .tflite or .onnx model; its metadata must exist and (unless `trust`) match its sha256."""
-        return cls(open_backend(model_path, threads=threads, trust=trust), threshold=threshold)
+        return cls(open_backend(model_path, threads=threads, trust=trust), threshold=threshold,
+                   reduced_decode=reduced_decode)
 
     @property
     def runtime(self) -> str:
@@ -138,58 +160,89 @@ class Predictor:
 
     def predict(self, source: ImageSource) -> Prediction:
         """Predict one image (or refuse it: label `not_cxr`); an unreadable image raises ImageError."""
-        return self._predict_batch([source], raise_errors=True)[0]
+        return self._run_batch([self._decode(source, raise_errors=True)])[0]
 
-    def predict_many(self, sources: Iterable[ImageSource], batch_size: int = 1) -> Iterator[Prediction]:
+    def predict_many(self, sources: Iterable[ImageSource], batch_size: int = 1,
+                     workers: int = 1) -> Iterator[Prediction]:
         """Predict every source in order; a bad one yields a Prediction with `error` set, never raises.
 
-        Images are decoded one by one and run `batch_size` at a time through the one backend.
-        A result's latency is its own decoding time plus its share of the batch's inference time.
+        Images are decoded by `workers` threads (Pillow releases the GIL while it decodes and
+        resizes) and run `batch_size` at a time through the one backend, in the order given. At
+        most `batching.decode_window` decoded inputs wait at any time, so memory stays bounded
+        however long the folder. A result's latency is its own decoding time plus its share of the
+        batch's inference time.
         """
         if batch_size < 1:
             raise EdgecxrError(f"batch size must be at least 1, not {batch_size}")
-        batch: list[ImageSource] = []
-        for source in sources:
-            batch.append(source)
+        if workers < 1:
+            raise EdgecxrError(f"workers must be at least 1, not {workers}")
+        if workers == 1:
+            decoded = (self._decode(source) for source in sources)
+            yield from self._in_batches(decoded, batch_size)
+            return
+        window = decode_window(self.spec.input_shape, batch_size, workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecxr-decode") as pool:
+            pending: deque = deque()
+
+            def decoded():
+                for source in sources:
+                    pending.append(pool.submit(self._decode, source))
+                    if len(pending) >= window:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+
+            try:
+                yield from self._in_batches(decoded(), batch_size)
+            finally:
+                for future in pending:  # a caller that stops early does not wait for the rest
+                    future.cancel()
+
+    def _in_batches(self, decoded: Iterable["_Decoded"], batch_size: int) -> Iterator[Prediction]:
+        batch: list[_Decoded] = []
+        for item in decoded:
+            batch.append(item)
             if len(batch) == batch_size:
-                yield from self._predict_batch(batch)
+                yield from self._run_batch(batch)
                 batch = []
         if batch:
-            yield from self._predict_batch(batch)
+            yield from self._run_batch(batch)
 
-    def _predict_batch(self, sources: list[ImageSource], raise_errors: bool = False) -> list[Prediction]:
-        results: list[Prediction | None] = [None] * len(sources)
+    def _decode(self, source: ImageSource, raise_errors: bool = False) -> "_Decoded":
+        """Decode, gate-check and preprocess one source: safe to call from several threads."""
+        started = time.perf_counter()
+        try:
+            image = open_image(source, reduce_to=self.reduce_to)
+            reason = check_image(image)
+            model_input = preprocess(image, self.spec) if reason is None else None
+        except ImageError as exc:
+            if raise_errors:
+                raise
+            return _Decoded(source, error=str(exc))
+        except MemoryError:
+            if raise_errors:
+                raise ImageError("not enough memory to decode it") from None
+            return _Decoded(source, error="not enough memory to decode it")
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop a folder of results
+            if raise_errors:
+                raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+            return _Decoded(source, error=f"cannot decode: {type(exc).__name__}: {exc}")
+        return _Decoded(source, model_input, reason, (time.perf_counter() - started) * 1000.0,
+                        warnings=image_warnings(image))
+
+    def _run_batch(self, items: list["_Decoded"]) -> list[Prediction]:
+        results: list[Prediction | None] = [None] * len(items)
         inputs, decode_ms, indices = [], [], []
-        warnings: dict[int, tuple[str, ...]] = {}
-        for index, source in enumerate(sources):
-            started = time.perf_counter()
-            try:
-                image = open_image(source)
-                warnings[index] = image_warnings(image)
-                reason = check_image(image)
-                if reason is None:
-                    inputs.append(preprocess(image, self.spec))
-            except ImageError as exc:
-                if raise_errors:
-                    raise
-                results[index] = self._skipped(source, str(exc))
-                continue
-            except MemoryError:
-                if raise_errors:
-                    raise ImageError("not enough memory to decode it") from None
-                results[index] = self._skipped(source, "not enough memory to decode it")
-                continue
-            except Exception as exc:  # noqa: BLE001 - one odd file must not stop a folder of results
-                if raise_errors:
-                    raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
-                results[index] = self._skipped(source, f"cannot decode: {type(exc).__name__}: {exc}")
-                continue
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            if reason is not None:
-                results[index] = replace(self._refused(source, reason, elapsed_ms), warnings=warnings[index])
-                continue
-            decode_ms.append(elapsed_ms)
-            indices.append(index)
+        for index, item in enumerate(items):
+            if item.error is not None:
+                results[index] = self._skipped(item.source, item.error)
+            elif item.reason is not None:
+                results[index] = replace(self._refused(item.source, item.reason, item.decode_ms),
+                                         warnings=item.warnings)
+            else:
+                inputs.append(item.model_input)
+                decode_ms.append(item.decode_ms)
+                indices.append(index)
         if inputs:
             started = time.perf_counter()
             batch = np.stack(inputs)
@@ -199,16 +252,17 @@ class Predictor:
                 reasons, distances, projections = learned_check(self.reference, self.reference.vectors(features, batch))
             inference_ms = (time.perf_counter() - started) * 1000.0 / len(inputs)
             for position, (index, probability, ms) in enumerate(zip(indices, probabilities, decode_ms)):
+                source = items[index].source
                 distance = None if distances is None else float(distances[position])
                 if reasons[position] is not None:
-                    results[index] = replace(self._refused(sources[index], reasons[position], ms + inference_ms,
-                                                           distance), warnings=warnings[index])
+                    results[index] = replace(self._refused(source, reasons[position], ms + inference_ms, distance),
+                                             warnings=items[index].warnings)
                     continue
                 probability = float(probability)
                 projection = None if projections is None else tuple(float(v) for v in projections[position])
-                results[index] = Prediction(source_name(sources[index]), self.label_for(probability), probability,
+                results[index] = Prediction(source_name(source), self.label_for(probability), probability,
                                             self.threshold, ms + inference_ms, gate_distance=distance,
-                                            projection=projection, warnings=warnings[index])
+                                            projection=projection, warnings=items[index].warnings)
         return results
 
     def _refused(self, source: ImageSource, reason: str, latency_ms: float,

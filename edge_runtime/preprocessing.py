@@ -19,6 +19,12 @@ EQUALIZE_MODES = ("none", "histogram")
 # Each edge may lose at most this share: more would cut into the lungs of a well-centred film.
 MAX_CROP = 0.24
 RESAMPLE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+# A film decoded at reduced scale (JPEG DCT scaling, `predict --reduced-decode`) keeps at least this
+# many times the pixels the resize produces, on each side of the cropped area, so Pillow's resize
+# still averages several source pixels per output pixel. Its inputs then differ from the full
+# decode's by rounding, which histogram equalisation can spread: benchmarks/decode_speed.py
+# measured what that does to the answers (docs/results.md#full-size-films-decode-speed).
+REDUCED_DECODE_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,14 @@ class PreprocessSpec:
             return cls(**data)
         except TypeError as exc:
             raise MetadataError(f"invalid preprocessing spec: {exc}") from None
+
+
+def smallest_source_side(spec: PreprocessSpec) -> int:
+    """The fewest pixels a side of a decoded film may have before `to_pixels`: what a reduced-size
+    decode must not go below. Not part of the recorded definition: a decoder's choice, like its
+    IDCT, that moves the decoded picture by rounding only."""
+    needed = REDUCED_DECODE_MARGIN * max(spec.height, spec.width) / (1.0 - 2.0 * spec.crop)
+    return int(np.ceil(needed))
 
 
 def crop_edges(image: Image.Image, share: float) -> Image.Image:

@@ -56,6 +56,12 @@ def staging_folder(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
+def backup_folder(out: Path) -> Path:
+    """Where the chief of a distributed training backs up each epoch (removed when training ends)."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.backup")
+
+
 def create_staging(out: Path, overwrite: bool, resume: bool = False) -> Path:
     """The staging folder for a run bound for `out`: new and empty, or (resume) the one a finished
     training left behind. Checked before any decoding or training, so a bad --out costs nothing."""

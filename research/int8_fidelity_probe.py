@@ -59,7 +59,7 @@ def probe(run_path: Path, float_layers: list[str], calibration_size: int = 1000,
     validation = load_pixels(run.split("validation"), spec, "decoding validation")
     inputs = scale_pixels(validation.pixels.astype(np.float32), spec)
     reference_probs = predict_in_batches(reference.predict_proba, inputs)
-    calibration = calibration_set(run, calibration_size, seed).inputs
+    calibration = calibration_set(run, calibration_size, seed).inputs[:]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(reference.model)
     configure_tflite_quantization(converter, "int8", calibration)  # exactly what `edgecxr convert` sets

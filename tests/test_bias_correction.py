@@ -91,7 +91,7 @@ def rounding_run(tiny_run, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "rounding"
     shutil.copytree(tiny_run, run)
     metadata = read_metadata(run / "model.keras")
-    model = rounding_model(calibration_set(RunFolder.open(run), 40, 42).inputs)
+    model = rounding_model(calibration_set(RunFolder.open(run), 40, 42).inputs[:])
     model.save(run / "model.keras")
     metadata.threshold = 0.5
     write_metadata(run / "model.keras", metadata)
@@ -102,7 +102,7 @@ def compared_with_keras(artifact: Path, run: Path) -> tuple[float, float]:
     """(mean int8-minus-Keras logit, label agreement) on the verification images, none used for calibration."""
     import keras
 
-    images = verification_set(RunFolder.open(run), 500, 42).inputs
+    images = verification_set(RunFolder.open(run), 500, 42).inputs[:]
     reference = np.asarray(keras.models.load_model(run / "model.keras", compile=False)(images)).ravel()
     probs = open_backend(artifact).predict_proba(images)
     return float(np.mean(logits(probs) - logits(reference))), float(np.mean((probs >= 0.5) == (reference >= 0.5)))

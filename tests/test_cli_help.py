@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from edgecxr.benchmarks.command import Device
 from edgecxr.cli import app
 from edgecxr.convert.command import BiasCorrection, Format, Quantize
-from edgecxr.train.command import Arch, Equalize, Strategy
+from edgecxr.train.command import Arch, Distribute, Equalize, Strategy
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = 80
@@ -30,7 +30,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # A choice list as typer shows it, <a|b|c>, that breaks off before its closing '>' (folded mid-word).
 CHOICE_LIST_CUT = re.compile(r"<[\w.-]+(?:\|[\w.-]*)+(?=\s|$)", re.M)
 # Every choice must appear whole in its command's help (not folded mid-word into two lines).
-CHOICES = {"train": (Arch, Strategy, Equalize), "convert": (Quantize, Format, BiasCorrection), "bench": (Device,)}
+CHOICES = {"train": (Arch, Strategy, Equalize, Distribute), "convert": (Quantize, Format, BiasCorrection), "bench": (Device,)}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -80,12 +80,14 @@ def test_the_choices_match_the_registries_they_mirror():
     from edgecxr.convert.bias_correction import MODES
     from edgecxr.convert.plan import FORMAT_CHOICES, QUANTIZE_CHOICES
     from edgecxr.edge_runtime.preprocessing import EQUALIZE_MODES
+    from edgecxr.train.distribution import MODES as DISTRIBUTE_MODES
     from edgecxr.train.model_specs import MODEL_SPECS
     from edgecxr.train.transfer_training import STRATEGIES
 
     assert [a.value for a in Arch] == list(MODEL_SPECS)
     assert {s.value for s in Strategy} == set(STRATEGIES)
     assert {e.value for e in Equalize} == set(EQUALIZE_MODES)
+    assert [d.value for d in Distribute] == list(DISTRIBUTE_MODES)
     assert {b.value for b in BiasCorrection} == set(MODES)
     assert [q.value for q in Quantize] == list(QUANTIZE_CHOICES)
     assert [f.value for f in Format] == list(FORMAT_CHOICES)
@@ -114,13 +116,15 @@ def test_train_hands_plain_strings_downstream(monkeypatch, tiny_kaggle):
 
     fake_module(monkeypatch, "edgecxr.train.trainer", train=train)
     config = invoke("train", "--data", str(tiny_kaggle), "--arch", "mobilenet_v2", "--strategy", "feature-extract",
-                    "--equalize", "none", "--zoom", "0.2")
+                    "--equalize", "none", "--zoom", "0.2", "--distribute", "multi-worker")
     assert (config.arch, config.strategy, config.equalize) == ("mobilenet_v2", "feature-extract", "none")
-    assert all(type(v) is str for v in (config.arch, config.strategy, config.equalize))
+    assert all(type(v) is str for v in (config.arch, config.strategy, config.equalize, config.distribute))
+    assert config.distribute == "multi-worker"
     assert config.out.name.startswith("mobilenet_v2-")
     assert config.augment.zoom == 0.2
     defaults = invoke("train", "--data", str(tiny_kaggle))
     assert (defaults.arch, defaults.strategy, defaults.equalize) == ("compact", "fine-tune", "histogram")
+    assert defaults.distribute == "none"
     assert all(type(v) is str for v in (defaults.arch, defaults.strategy, defaults.equalize))
 
 
@@ -150,3 +154,21 @@ def test_bench_hands_a_plain_device_string_downstream(monkeypatch, tiny_kaggle, 
     fake_module(monkeypatch, "edgecxr.benchmarks.bench", BenchConfig=config, run_bench=None)
     kwargs = invoke("bench", str(tmp_path), "--data", str(tiny_kaggle), "--device", "CPU")
     assert kwargs["device"] == "cpu" and type(kwargs["device"]) is str
+
+
+def test_framing_and_gamma_options_reach_the_config(monkeypatch, tiny_kaggle):
+    def train(config):
+        raise Reached(config)
+
+    fake_module(monkeypatch, "edgecxr.train.trainer", train=train)
+    config = invoke("train", "--data", str(tiny_kaggle), "--frame-area", "0.65", "--frame-aspect", "0.29",
+                    "--gamma", "0.35")
+    assert (config.augment.frame_area, config.augment.frame_aspect, config.augment.gamma) == (0.65, 0.29, 0.35)
+    defaults = invoke("train", "--data", str(tiny_kaggle))
+    assert (defaults.augment.frame_area, defaults.augment.frame_aspect, defaults.augment.gamma) == (0, 0, 0)
+    assert invoke("train", "--data", str(tiny_kaggle), "--no-augment", "--gamma", "0.3").augment.enabled is False
+
+
+def test_framing_area_out_of_range_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--frame-area", "0.95", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "0.95 is not in the range 0.0<=x<=0.9" in result.output

@@ -96,7 +96,7 @@ def test_the_feature_output_equals_the_keras_models_penultimate_layer(exported, 
     from edgecxr.convert.keras_graph import with_features
 
     out, _ = exported
-    inputs = verification_set(RunFolder.open(run_at_half), 8, seed=0).inputs
+    inputs = verification_set(RunFolder.open(run_at_half), 8, seed=0).inputs[:]
     model = keras.models.load_model(run_at_half / "model.keras", compile=False)
     probabilities, features = (np.asarray(t) for t in with_features(model)(inputs, training=False))
     backend = open_backend(out / name)
@@ -322,9 +322,9 @@ def test_calibration_comes_from_train_and_never_overlaps_verification(tiny_run):
     assert set(calibration.paths) <= train_paths
     assert not set(calibration.paths) & set(verification.paths)
     assert set(calibration.labels.tolist()) == {0, 1}
-    assert calibration.inputs.dtype == np.float32
+    assert calibration.inputs[:].dtype == np.float32
     low, high = run.metadata.preprocessing.value_range
-    assert calibration.inputs.min() >= low and calibration.inputs.max() <= high
+    assert calibration.inputs[:].min() >= low and calibration.inputs[:].max() <= high
 
 
 def test_calibration_refuses_test_and_uses_train_of_a_kaggle_root(tiny_kaggle):

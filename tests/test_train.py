@@ -109,12 +109,15 @@ def test_crop_and_augmentation_options_reach_the_metadata_and_nonsense_is_refuse
 
     out = tmp_path / "cropped"
     result = run_cli("train", "--data", tiny_kaggle, "--out", out, "--epochs", "1", "--batch-size", "16",
-                     "--val-fraction", "0.25", "--seed", "1", "--crop", "0.1", "--zoom", "0.2")
+                     "--val-fraction", "0.25", "--seed", "1", "--crop", "0.1", "--zoom", "0.2",
+                     "--frame-area", "0.3", "--frame-aspect", "0.15", "--gamma", "0.2")
     assert result.returncode == 0, result.stderr
     metadata = read_metadata(out / "model.keras")
     assert metadata.preprocessing.crop == 0.1
     augment = metadata.details["training"]["config"]["augment"]
     assert augment["zoom"] == 0.2
+    # The framing crop and gamma run inside the real tf.data pipeline, and the run says it used them.
+    assert (augment["frame_area"], augment["frame_aspect"], augment["gamma"]) == (0.3, 0.15, 0.2)
     refused = run_cli("train", "--data", tiny_kaggle, "--out", tmp_path / "no", "--crop", "0.3")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and "--crop" in refused.stderr
     assert not (tmp_path / "no").exists()

@@ -13,7 +13,7 @@ from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.extras import require_extra
 
-from .augment import NO_AUGMENTATION, AugmentConfig
+from .augment import MAX_FRAME_AREA, NO_AUGMENTATION, AugmentConfig
 
 
 class Arch(str, Enum):
@@ -34,6 +34,14 @@ class Strategy(str, Enum):
     fine_tune = "fine-tune"
 
 
+class Distribute(str, Enum):
+    """distribution.MODES."""
+
+    none = "none"
+    mirrored = "mirrored"
+    multi_worker = "multi-worker"
+
+
 class Equalize(str, Enum):
     """edge_runtime.preprocessing.EQUALIZE_MODES."""
 
@@ -47,12 +55,18 @@ class Equalize(str, Enum):
 # class-weight switch sits with the augmentation switches, and --zoom checks its range itself.
 DATA, MODEL, TRAINING, AUGMENTATION, OUTPUT = "Data", "Model", "Training", "Augmentation and class weights", "Output"
 MAX_ZOOM = 0.5
+MAX_LOG_JITTER = 1.0  # --frame-aspect and --gamma: factors within e**-1..e**1 (0.37..2.7)
 
 
-def _zoom_in_range(value: float) -> float:
-    if not 0.0 <= value <= MAX_ZOOM:
-        raise typer.BadParameter(f"{value} is not in the range 0.0<=x<={MAX_ZOOM}.")
-    return value
+def _in_range(top: float):
+    def check(value: float) -> float:
+        if not 0.0 <= value <= top:
+            raise typer.BadParameter(f"{value} is not in the range 0.0<=x<={top}.")
+        return value
+    return check
+
+
+_zoom_in_range = _in_range(MAX_ZOOM)
 
 
 def train(
@@ -83,7 +97,8 @@ def train(
                                        rich_help_panel=MODEL),
     epochs: int = typer.Option(8, min=1, help="Maximum epochs (early stopping on validation loss).",
                                rich_help_panel=TRAINING),
-    batch_size: int = typer.Option(32, min=1, rich_help_panel=TRAINING),
+    batch_size: int = typer.Option(32, min=1, help="Per replica (--distribute: the global batch and the "
+                                   "learning rate grow with the replicas).", rich_help_panel=TRAINING),
     learning_rate: float = typer.Option(1e-3, min=1e-7, rich_help_panel=TRAINING),
     patience: int = typer.Option(3, min=1, help="Early-stopping patience in epochs, counted in the second half "
                                  "of each training phase (its first half can neither stop it nor be kept).",
@@ -93,11 +108,24 @@ def train(
     target_sensitivity: float = typer.Option(0.95, min=0.5, max=1.0, help="Threshold = highest one with this "
                                              "validation sensitivity.", rich_help_panel=TRAINING),
     seed: int = typer.Option(42, rich_help_panel=TRAINING),
+    distribute: Distribute = typer.Option(Distribute.none, metavar="<mode>", help="none, mirrored (this "
+                                          "machine's devices) or multi-worker (one process per machine, "
+                                          "TF_CONFIG); see docs/distributed.md.", rich_help_panel=TRAINING),
     augment: bool = typer.Option(True, help="Geometric and photometric augmentation.",
                                  rich_help_panel=AUGMENTATION),
     zoom: float = typer.Option(AugmentConfig.zoom, callback=_zoom_in_range, help="Scale drawn from [1 - zoom, "
                                "1 + zoom] (zoom at most 0.5), so the chest's size in the frame varies as it does "
                                "between sites.", rich_help_panel=AUGMENTATION),
+    frame_area: float = typer.Option(AugmentConfig.frame_area, callback=_in_range(MAX_FRAME_AREA), help="Framing "
+                                     f"crop: a window of [1 - a, 1] of the area (a at most {MAX_FRAME_AREA}) "
+                                     "stretched to full size, as a tighter collimation looks. 0: off.",
+                                     rich_help_panel=AUGMENTATION),
+    frame_aspect: float = typer.Option(AugmentConfig.frame_aspect, callback=_in_range(MAX_LOG_JITTER),
+                                       help="Framing crop's aspect ratio drawn from exp([-r, r]), e.g. 0.29 for "
+                                       "3/4..4/3.", rich_help_panel=AUGMENTATION),
+    gamma: float = typer.Option(AugmentConfig.gamma, callback=_in_range(MAX_LOG_JITTER), help="Exposure curve "
+                                "x**g, g drawn from exp([-r, r]), e.g. 0.35 for 0.7..1.4. 0: off.",
+                                rich_help_panel=AUGMENTATION),
     horizontal_flip: bool = typer.Option(False, help="Flip augmentation (off: anatomy is not symmetric).",
                                          rich_help_panel=AUGMENTATION),
     class_weights: bool = typer.Option(True, help="Weight classes by inverse frequency.",
@@ -117,14 +145,15 @@ def train(
     from .hparams import TrainConfig
     from .trainer import train as run_training
 
-    augmentation = AugmentConfig(zoom=zoom, horizontal_flip=horizontal_flip) if augment else NO_AUGMENTATION
+    augmentation = AugmentConfig(zoom=zoom, horizontal_flip=horizontal_flip, frame_area=frame_area,
+                                 frame_aspect=frame_aspect, gamma=gamma) if augment else NO_AUGMENTATION
     config = TrainConfig(
         data=resolve_data_dir(data), out=out or Path("runs") / f"{arch.value}-{datetime.now():%Y%m%d-%H%M%S}",
         arch=arch.value, epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
         learning_rate=learning_rate, val_fraction=val_fraction, target_sensitivity=target_sensitivity,
         patience=patience, class_weights=class_weights, label_smoothing=label_smoothing, equalize=equalize.value,
         crop=crop, augment=augmentation, overwrite=overwrite, resume=resume, weights=weights,
-        strategy=strategy.value,
+        strategy=strategy.value, distribute=distribute.value,
         fine_tune_from=fine_tune_from, head_epochs=head_epochs, augment_passes=augment_passes,
     )
     run_training(config)

@@ -13,11 +13,12 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: float(labels.size / (2 * counts[c])) for c in range(2) if counts[c]}
 
 
-def image_weights(labels: np.ndarray, balanced: bool) -> np.ndarray:
-    """Each image's class weight (all ones unless `balanced`), for `fit` as sample weights."""
+def image_weights(labels: np.ndarray, balanced: bool, counted: np.ndarray | None = None) -> np.ndarray:
+    """Each image's class weight (all ones unless `balanced`), for `fit` as sample weights; the
+    classes are counted in `counted` (default: `labels`), all of train/ for a worker's shard."""
     if not balanced:
         return np.ones(len(labels), dtype=np.float32)
-    weight_of = class_weights(labels)
+    weight_of = class_weights(labels if counted is None else counted)
     return np.asarray([weight_of.get(int(c), 1.0) for c in labels], dtype=np.float32)
 
 

@@ -35,6 +35,8 @@ class TrainConfig:
     head_epochs: int = 5
     fine_tune_lr_factor: float = 0.1
     augment_passes: int = 3
+    # none, mirrored (one machine's devices) or multi-worker (TF_CONFIG); see distribution.py
+    distribute: str = "none"
     overwrite: bool = False
     resume: bool = False  # finish a run whose training ended but whose last steps failed
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,75 +14,22 @@ from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
-from edgecxr.edge_runtime.folders import LABELS, POSITIVE_LABEL, labelled_images
+from edgecxr.edge_runtime.folders import LABELS, POSITIVE_LABEL
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
 from edgecxr.edge_runtime.metrics import binary_metrics, pick_threshold
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, TRAINED_FILE
 from edgecxr.edge_runtime.versions import package_versions
 
-from . import plots
-from .augment import augment_batch
-from .dataset import find_splits, official_val_usable, split_by_patient
-from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks, image_weights
+from . import distribution, plots
+from .distributed_run import fit_under_strategy, train_worker
+from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
+from .inputs import Splits, load_splits, load_worker_splits, make_datasets
 from .keras_backend import compiled_predict
 from .model_specs import get_model_spec
-from .pixel_cache import PixelSet, load_pixels
 from .transfer_training import check_options as check_transfer_options
 from .transfer_training import fit_transfer
-
-@dataclass
-class Splits:
-    train: PixelSet
-    val: PixelSet
-    source: str
-
-
-def load_splits(config: TrainConfig, spec: PreprocessSpec) -> Splits:
-    """Decode train/ (cached) and carve validation by patient unless a usable val/ exists."""
-    folders = find_splits(config.data)
-    everything = load_pixels(labelled_images(folders.train), spec, "decoding train/")
-    if official_val_usable(folders):
-        val = load_pixels(labelled_images(folders.val), spec, "decoding val/")
-        return Splits(everything, val, f"official {folders.val}")
-    train_idx, val_idx = split_by_patient(everything.paths, everything.labels, config.val_fraction, config.seed)
-    reason = "no val/ folder" if folders.val is None else "val/ is too small"
-    return Splits(everything.subset(train_idx), everything.subset(val_idx),
-                  f"{config.val_fraction:.0%} of train/ patients ({reason}), seed {config.seed}")
-
-
-def make_datasets(splits: Splits, spec: PreprocessSpec, config: TrainConfig):
-    """Batched (train, validation) datasets; train batches carry each image's class weight."""
-    import tensorflow as tf
-
-    labels = splits.train.labels
-    weights = image_weights(labels, config.class_weights)
-
-    def prepare_train(batch, seed):
-        pixels, labels, weights = batch
-        x = tf.cast(pixels, tf.float32)
-        y = tf.cast(labels, tf.float32)[:, None]
-        if config.augment.enabled:
-            x = augment_batch(x, seed, config.augment)
-        return scale_pixels(x, spec), y, weights
-
-    def prepare_val(pixels, labels):
-        return scale_pixels(tf.cast(pixels, tf.float32), spec), tf.cast(labels, tf.float32)[:, None]
-
-    # One stateless seed per batch, drawn from the run's seed: augmentation repeats exactly.
-    batch_seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
-    train = (tf.data.Dataset.from_tensor_slices((splits.train.pixels, labels, weights))
-             .shuffle(len(splits.train.labels), seed=config.seed, reshuffle_each_iteration=True)
-             .batch(config.batch_size))
-    train = (tf.data.Dataset.zip((train, batch_seeds))
-             .map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE)
-             .prefetch(tf.data.AUTOTUNE))
-    val = (tf.data.Dataset.from_tensor_slices((splits.val.pixels, splits.val.labels))
-           .batch(256)
-           .map(prepare_val)
-           .cache())
-    return train, val
 
 
 def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -144,21 +90,34 @@ def train(config: TrainConfig) -> Path:
     """Train, pick the operating threshold on validation, and write the run folder. Returns it."""
     import keras
 
+    config.out = Path(config.out)
+    role = distribution.role(config.distribute)
+    if config.distribute != "none" and get_model_spec(config.arch).transfer:
+        raise EdgecxrError(f"--distribute {config.distribute} trains the compact CNN only for now, "
+                           f"not --arch {config.arch}; see docs/distributed.md")
+    if not role.chief and config.resume:
+        console.print("--resume: nothing to do on a worker that is not the chief", highlight=False)
+        return config.out
+    # Before anything else starts TensorFlow; none for --resume, which trains nothing.
+    strategy = None if config.resume else distribution.start_strategy(role)
+    if not role.chief:
+        train_worker(config, role, strategy)
+        return config.out
     model_spec = get_model_spec(config.arch)
     spec = model_spec.preprocess_spec(config.image_size, config.equalize, config.crop)
-    config.out = Path(config.out)
     staging = run_folder.create_staging(config.out, config.overwrite, config.resume)
     key = resume_key(config)
     trained = False
     try:
         keras.utils.set_random_seed(config.seed)
-        splits = load_splits(config, spec)
+        splits = load_splits(config, spec) if role.workers == 1 else load_worker_splits(config, role, spec)
         for name, part in (("train", splits.train), ("validation", splits.val)):
             if len(set(part.labels.tolist())) < 2:
                 raise EdgecxrError(f"the {name} split has only one class; add images of both classes")
         skipped = len(splits.train.skipped) + len(splits.val.skipped)
+        train_labels = splits.train.labels if splits.all_train_labels is None else splits.all_train_labels
         console.print(
-            f"train {len(splits.train.labels)} images ({np.bincount(splits.train.labels, minlength=2).tolist()} "
+            f"train {len(splits.train_paths)} images ({np.bincount(train_labels, minlength=2).tolist()} "
             f"NORMAL/PNEUMONIA), validation {len(splits.val.labels)} from {splits.source}; "
             f"{skipped} file(s) skipped", highlight=False)
 
@@ -167,8 +126,11 @@ def train(config: TrainConfig) -> Path:
             console.print(f"resuming from the model trained in {staging}", highlight=False)
         else:
             check_transfer_options(config, model_spec.transfer)
-            model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
-            facts = fit(model, model_spec, splits, spec, config)
+            if strategy is None:
+                model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
+                facts = fit(model, model_spec, splits, spec, config)
+            else:
+                model, facts = fit_under_strategy(model_spec, strategy, role, splits, spec, config)
             save_trained(model, facts, key, staging)
         trained = True
         history, train_seconds = facts["history"], facts["train_seconds"]
@@ -187,12 +149,13 @@ def train(config: TrainConfig) -> Path:
                 "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
                 "training": {
                     "config": config.to_dict(), "validation_source": splits.source,
-                    "n_train": int(len(splits.train.labels)), "n_val": int(len(splits.val.labels)),
+                    "n_train": len(splits.train_paths), "n_val": int(len(splits.val.labels)),
                     "epochs_run": len(history["loss"]), "best_epoch": best_epoch,
                     "train_seconds": round(train_seconds, 1),
                 },
                 "versions": package_versions(),
                 **({"transfer": transfer_details} if transfer_details else {}),
+                **({"distribution": facts["distribution"]} if facts.get("distribution") else {}),
             },
         )
         write_metadata(model_path, metadata)
@@ -200,7 +163,7 @@ def train(config: TrainConfig) -> Path:
         write_json_atomic(staging / METRICS_FILE, {
             "validation": val_metrics,
             "validation_source": splits.source,
-            "n_train": int(len(splits.train.labels)),
+            "n_train": len(splits.train_paths),
             "n_val": int(len(splits.val.labels)),
             "skipped": [{"path": p, "reason": r} for p, r in splits.train.skipped + splits.val.skipped],
             "epochs_run": len(history["loss"]),
@@ -210,7 +173,7 @@ def train(config: TrainConfig) -> Path:
         # Absolute paths: convert and bench read this file from wherever they are run.
         write_json_atomic(staging / SPLIT_FILE, {
             "source": splits.source,
-            "train": [str(Path(p).resolve()) for p in splits.train.paths],
+            "train": [str(Path(p).resolve()) for p in splits.train_paths],
             "validation": [str(Path(p).resolve()) for p in splits.val.paths]})
         plots.plot_history(history, staging / "training_curves.png")
         plots.plot_confusion_matrix(val_metrics["confusion_matrix"], LABELS, staging / "confusion_matrix_val.png",

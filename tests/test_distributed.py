@@ -1,0 +1,259 @@
+"""`edgecxr train --distribute`: worker roles from TF_CONFIG, two real worker processes on 127.0.0.1
+against one process, a worker killed with SIGKILL and restarted, and `--distribute none` unchanged."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgecxr.benchmarks.distributed import start_workers, stop
+from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.metadata import read_metadata
+from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, VERIFY_FILE, backup_folder
+from edgecxr.train.distribution import Role, role
+
+WAIT_S = 900  # a shared 2-core machine: generous, and no test is timed
+
+
+def tf_config(cluster: dict, task_type: str, index: int) -> str:
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+def test_roles_come_from_tf_config(monkeypatch):
+    assert role("none") == Role("none", 0, 1, True) and role("mirrored").chief
+    workers = {"worker": ["a:1", "b:1", "c:1"]}
+    monkeypatch.setenv("TF_CONFIG", tf_config(workers, "worker", 0))
+    assert role("multi-worker") == Role("multi-worker", 0, 3, True)
+    monkeypatch.setenv("TF_CONFIG", tf_config(workers, "worker", 2))
+    assert role("multi-worker") == Role("multi-worker", 2, 3, False)
+    with_chief = {"chief": ["a:1"], "worker": ["b:1"]}
+    monkeypatch.setenv("TF_CONFIG", tf_config(with_chief, "chief", 0))
+    assert role("multi-worker") == Role("multi-worker", 0, 2, True)
+    monkeypatch.setenv("TF_CONFIG", tf_config(with_chief, "worker", 0))
+    assert role("multi-worker") == Role("multi-worker", 1, 2, False)
+    for bad in ("not json", tf_config(workers, "worker", 3), tf_config(workers, "ps", 0), "{}"):
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(EdgecxrError, match="TF_CONFIG"):
+            role("multi-worker")
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(EdgecxrError, match="needs TF_CONFIG"):
+        role("multi-worker")
+
+
+# The tiny_run fixture's validation results and history as the trainer gave them before
+# --distribute existed (commit e754050, this machine type): the default path must not move.
+BEFORE_VALIDATION = {"accuracy": 0.5238095238095238, "precision": 0.5238095238095238, "sensitivity": 1.0,
+                     "recall": 1.0, "specificity": 0.0, "f1": 0.6875, "roc_auc": 0.5909090909090909,
+                     "threshold": 0.5462324619293213, "n_images": 21, "confusion_matrix": [[0, 10], [0, 11]]}
+BEFORE_HISTORY = {"accuracy": [0.5254237055778503], "auc": [0.5454022884368896], "loss": [0.8695043325424194],
+                  "val_accuracy": [0.523809552192688], "val_auc": [0.5], "val_loss": [0.7177515029907227]}
+
+
+@pytest.mark.slow
+def test_distribute_none_trains_exactly_as_before(tiny_run):
+    assert json.loads((tiny_run / METRICS_FILE).read_text())["validation"] == BEFORE_VALIDATION
+    assert json.loads((tiny_run / HISTORY_FILE).read_text()) == BEFORE_HISTORY
+    metadata = read_metadata(tiny_run / MODEL_FILE)
+    assert metadata.threshold == BEFORE_VALIDATION["threshold"]
+    assert "distribution" not in metadata.details
+
+
+@pytest.fixture(scope="module")
+def medium_kaggle(data_root, tmp_path_factory) -> Path:
+    """150 real training images per class: enough for two runs' validation AUCs to be comparable."""
+    root = tmp_path_factory.mktemp("medium_kaggle")
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / "train" / label).mkdir(parents=True)
+        for path in sorted((data_root / "train" / label).iterdir())[:150]:
+            shutil.copy(path, root / "train" / label / path.name)
+    return root
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "edgecxr.cli", *map(str, args)]
+
+
+def wait_all(processes: list[subprocess.Popen]) -> list[int]:
+    deadline = time.monotonic() + WAIT_S
+    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return [p.poll() for p in processes]
+
+
+def worker_backup(out: Path, worker: int) -> Path:
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.distributed_run import backup_folder as backup_of
+
+    return backup_of(TrainConfig(data=Path("."), out=out), Role("multi-worker", worker, 2, False))
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Anything but the run folder next to it, and any worker backup left in the temporary folder."""
+    beside = [p for p in out.parent.iterdir() if p != out]
+    return beside + [p for p in (worker_backup(out, 1),) if p.exists()]
+
+
+def convert_and_verify(run: Path) -> dict:
+    # fp32 and fp16, TFLite and ONNX: int8 of a model trained 4 epochs on 300 images can miss the
+    # 98% agreement either way, which says nothing about how it was trained.
+    done = subprocess.run(cli("convert", run, "--quantize", "fp16", "--verify-size", "100"),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, f"{run}: {done.stderr}"
+    return json.loads((run / "export" / VERIFY_FILE).read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_two_workers_train_like_one_process(medium_kaggle, tmp_path):
+    common = ["--data", medium_kaggle, "--epochs", "4", "--val-fraction", "0.25", "--seed", "1"]
+    single = subprocess.run(cli("train", *common, "--out", tmp_path / "single" / "run", "--batch-size", "32",
+                                "--learning-rate", "0.002"), capture_output=True, text=True, timeout=WAIT_S)
+    assert single.returncode == 0, single.stderr
+    out = tmp_path / "two" / "run"
+    # 16 a replica: the same global batch (32), and the learning rate scaled to the same 0.002.
+    workers = start_workers([*map(str, common), "--out", str(out), "--batch-size", "16"], 2, tmp_path / "logs")
+    try:
+        codes = wait_all(workers)
+    finally:
+        stop(workers)
+    logs = "\n".join((tmp_path / "logs" / f"worker{i}.log").read_text() for i in range(2))
+    assert codes == [0, 0], logs
+    assert leftovers(out) == [], "only the chief's run folder may exist"
+    assert "the chief writes" in (tmp_path / "logs" / "worker1.log").read_text()
+
+    details = read_metadata(out / MODEL_FILE).details
+    assert details["distribution"] == {"replicas": 2, "per_replica_batch": 16, "global_batch": 32,
+                                       "learning_rate": 0.002, "learning_rate_scale": 2, "mode": "multi-worker",
+                                       "workers": 2}
+    split = json.loads((out / "split.json").read_text())
+    assert split == json.loads((tmp_path / "single" / "run" / "split.json").read_text())  # all files, not a shard
+
+    reports = [convert_and_verify(run) for run in (tmp_path / "single" / "run", out)]
+    for report in reports:
+        assert report["failures"] == [] and all(a["status"] == "ok" for a in report["artifacts"].values())
+    assert sorted(reports[0]["artifacts"]) == sorted(reports[1]["artifacts"])
+
+    auc = [json.loads((run / METRICS_FILE).read_text())["validation"]["roc_auc"]
+           for run in (tmp_path / "single" / "run", out)]
+    assert abs(auc[0] - auc[1]) <= 0.02, auc
+
+
+def epochs_logged(log: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^epoch\s+(\d+)/\d+", log, re.M)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_a_killed_worker_resumes_from_the_last_epoch(tiny_kaggle, tmp_path):
+    out = tmp_path / "runs" / "run"
+    args = ["--data", str(tiny_kaggle), "--out", str(out), "--epochs", "4", "--batch-size", "8",
+            "--val-fraction", "0.25", "--seed", "1"]
+    markers = [backup_folder(out) / "training_metadata.json", worker_backup(out, 1) / "training_metadata.json"]
+
+    def backed_up_epoch(marker: Path) -> int:
+        try:
+            return json.loads(marker.read_text())["epoch"]
+        except (OSError, ValueError, KeyError):  # not there yet, or caught mid-write
+            return 0
+
+    first = start_workers(args, 2, tmp_path / "first")
+    second = []
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while min(map(backed_up_epoch, markers)) < 1 and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in first), "a worker ended before its first epoch was backed up"
+            time.sleep(0.05)
+        first[1].send_signal(signal.SIGKILL)  # the worker, after its first epoch
+        first[1].wait()
+        # The chief cannot take another step without its peer (every step is an all-reduce over both):
+        # MultiWorkerMirroredStrategy recovers by restarting every worker, so the chief goes too.
+        first[0].send_signal(signal.SIGKILL)
+        first[0].wait()
+        assert not out.exists()
+        before = (tmp_path / "first" / "worker0.log").read_text()
+
+        second = start_workers(args, 2, tmp_path / "second")
+        codes = wait_all(second)
+        logs = [(tmp_path / "second" / f"worker{i}.log").read_text() for i in range(2)]
+        assert codes == [0, 0], "\n".join(logs)
+    finally:
+        stop(first + second)
+
+    resumed = [int(m.group(1)) for log in logs for m in [re.search(r"resuming after epoch (\d+)", log)] if m]
+    assert len(resumed) == 2 and resumed[0] == resumed[1] >= 1, logs
+    epoch = resumed[0]
+    assert epochs_logged(logs[0]) == list(range(epoch + 1, 5)), "the restarted chief must continue, not restart"
+    history = json.loads((out / HISTORY_FILE).read_text())
+    assert len(history["loss"]) == 4  # the backed-up epochs and the ones trained after the restart
+    # The epochs before the kill come from the backup: the losses the first chief printed.
+    printed = [float(v) for v in re.findall(r"^epoch\s+\d+/\d+.*?\bloss (\d+\.\d+)", before, re.M)][:epoch]
+    assert [round(v, 4) for v in history["loss"][:epoch]] == printed
+    assert json.loads((out / METRICS_FILE).read_text())["epochs_run"] == 4
+    assert leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_mirrored_on_this_machine_writes_an_ordinary_run(tiny_kaggle, tmp_path):
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.trainer import train
+
+    out = train(TrainConfig(data=tiny_kaggle, out=tmp_path / "run", epochs=2, batch_size=16, val_fraction=0.25,
+                            seed=1, distribute="mirrored"))
+    details = read_metadata(out / MODEL_FILE).details
+    assert details["distribution"]["mode"] == "mirrored" and details["distribution"]["workers"] == 1
+    replicas = details["distribution"]["replicas"]
+    assert details["distribution"]["global_batch"] == 16 * replicas
+    assert len(json.loads((out / HISTORY_FILE).read_text())["val_loss"]) == 2
+    assert leftovers(out) == []
+
+
+def test_backbones_refuse_distribute_in_one_line(tiny_kaggle, tmp_path):
+    done = subprocess.run(cli("train", "--data", tiny_kaggle, "--out", tmp_path / "run", "--arch",
+                              "efficientnet_lite0", "--weights", "none", "--distribute", "mirrored"),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2 and "compact CNN only" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_backup_restores_its_epoch_and_falls_back_to_the_previous_one(tmp_path):
+    """The restore a restarted worker makes, and the step back it takes when another worker was killed
+    before writing the same epoch (a race the kill test cannot force)."""
+    import keras
+    import numpy as np
+
+    from edgecxr.train.distributed_fit import TrainingBackup
+    from edgecxr.train.fitting import compile_classifier, fit_callbacks
+
+    def start():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+        compile_classifier(model, 1e-2, 10, 0.0)
+        model.optimizer.build(model.trainable_variables)
+        stopping = fit_callbacks(4, 1, 1)[0]
+        backup = TrainingBackup(tmp_path / "backup", stopping)
+        for callback in (stopping, backup):
+            callback.set_model(model)
+            callback.on_train_begin()
+        return model, backup
+
+    model, backup = start()
+    initial = model.get_weights()
+    model.set_weights([w + 1 for w in initial])  # as if the first epoch had trained
+    backup.on_epoch_end(0, {"loss": 0.7, "val_loss": 0.5})
+
+    model, restored = start()
+    assert restored.restored_epoch == 1 and restored.history == {"loss": [0.7], "val_loss": [0.5]}
+    assert all(np.array_equal(a, b + 1) for a, b in zip(model.get_weights(), initial))
+    with pytest.raises(EdgecxrError, match="too far apart"):
+        restored.fall_back(3)
+    restored.fall_back(0)
+    assert restored.restored_epoch == 0 and restored.history == {}
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), initial))
