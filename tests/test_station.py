@@ -303,3 +303,18 @@ def test_the_card_reads_the_validated_figures_and_the_commissioning(model, tiny_
     assert card["commissioned"]["site"] == "clinic-a" and card["threshold"] == metadata.threshold
     assert "sensitivity" in card["commissioned"]["at_site_threshold"]
     assert commissioning_text(metadata).startswith("site clinic-a, ")
+
+
+def test_on_loopback_a_foreign_host_name_is_turned_away(server):
+    base, _, _ = server
+    request = urllib.request.Request(base + "/api/results", headers={"Host": "attacker.example"})
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("a foreign Host header was served")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and b"unexpected Host header" in exc.read()
+    port = base.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        request = urllib.request.Request(base + "/api/results", headers={"Host": host})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200

@@ -260,6 +260,13 @@ def create_app(station: Station) -> Starlette:
     return SecurityMiddleware(app, station.token)
 
 
+def host_name(header: str) -> str:
+    """'127.0.0.1:8080' -> '127.0.0.1', '[::1]:8080' -> '::1', 'localhost' -> 'localhost'."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 class SecurityMiddleware:
     """Every response gets the security headers; off loopback every request needs the token
     (cookie, `Authorization: Bearer`, or `?token=` on the page's URL)."""
@@ -271,7 +278,14 @@ class SecurityMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if self.token is not None and not self._authorised(Request(scope)):
+        request = Request(scope)
+        if self.token is None and not auth.is_loopback(host_name(request.headers.get("host", ""))):
+            # Without a token the station trusts only this machine; a page elsewhere that re-points its
+            # own domain name at 127.0.0.1 (DNS rebinding) arrives with its own Host and is turned away.
+            response = Response("unexpected Host header: open the station as 127.0.0.1 or localhost\n",
+                                status_code=400, media_type="text/plain; charset=utf-8")
+            return await self._with_headers(response)(scope, receive, send)
+        if self.token is not None and not self._authorised(request):
             response = Response("access token required: open the URL that edgecxr serve printed (it ends in "
                                 "?token=...)\n", status_code=401, media_type="text/plain; charset=utf-8")
             return await self._with_headers(response)(scope, receive, send)
