@@ -103,6 +103,10 @@ class Station:
             error = str(exc)
         except MemoryError:
             error = "not enough memory to decode it"
+        except Exception as exc:  # noqa: BLE001 - as predict does: an odd file is one line, not a 500
+            if prediction is not None:
+                raise
+            error = f"cannot decode: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         latency_ms = (time.perf_counter() - started) * 1000.0
         kept = self._keep(data, sha) if self.keep_images else ""
         if prediction is None:
