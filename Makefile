@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test research-test edge-check reproduce clean
+.PHONY: install demo test research-test edge-check reproduce clean browser
 
 # Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite0 weight
 # import) is pinned to the CPU build this project tests with, installed before anything can ask
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[train,lite0,dev,dicom]"
+	$(BIN)/python -m pip install --quiet -e ".[train,lite0,dev,dicom,station]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,8 +36,15 @@ reproduce: install
 # One pytest worker per core (at most 4): most of a TensorFlow test's time is single-threaded
 # tracing and conversion, so two workers on this 2-core machine cut the suite from 11 to 6 minutes.
 TEST_WORKERS ?= auto
-test: install
+test: install browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --durations 10
+
+# The station's page is tested in Debian's own headless Chromium and its chromedriver (nothing is
+# downloaded at test time); CI is a fresh root machine, so they are installed here when missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 # The studies' tests (research/, not shipped): outside `make test`, which collects tests/ only.
 research-test: install

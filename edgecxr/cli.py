@@ -12,6 +12,7 @@ from edgecxr.convert import command as convert_command
 from edgecxr.edge_runtime import command as runtime_command
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.station import command as station_command
 from edgecxr.train import command as train_command
 
 
@@ -38,6 +39,7 @@ app.command()(convert_command.convert)
 app.command()(runtime_command.predict)
 app.command(name="commission")(runtime_command.make_commission(load_renormaliser))
 app.command()(runtime_command.doctor)
+app.command()(station_command.serve)
 app.command()(bench_command.bench)
 
 

@@ -46,7 +46,7 @@ def edges() -> list[tuple[str, str, str]]:
     """(importing file, importing package, imported module) for every import in the product."""
     found = []
     for package, folder in FOLDERS.items():
-        for path in sorted((REPO / folder).glob("*.py")):
+        for path in sorted((REPO / folder).rglob("*.py")):
             found += [(str(path.relative_to(REPO)), package, module) for module in imported_modules(path, package)]
     return found
 

@@ -130,3 +130,13 @@ def test_evaluate_in_the_base_install_is_one_line_naming_the_train_extra(case, w
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(lines) == 1 and "pip install 'edgecxr[train]'" in lines[0], lines
+
+
+def test_serve_in_the_base_install_is_one_line_naming_the_station_extra(case, wheel, tmp_path_factory):
+    """The station's web stack is the [station] extra: the base install says so, no traceback."""
+    env = edge_env("base", wheel, tmp_path_factory)
+    result = subprocess.run([env / "bin" / "edgecxr", "serve", case["int8.tflite"], "--data-dir",
+                             tmp_path_factory.mktemp("station")], capture_output=True, text=True, timeout=300)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and "pip install 'edgecxr[station]'" in lines[0], lines

@@ -23,3 +23,6 @@ def test_the_wheel_has_the_five_packages_and_no_study(tmp_path):
     assert packages == {"train", "convert", "edge_runtime", "benchmarks"}
     assert not [n for n in names if n.startswith(("research/", "tests/")) or "/results/" in n]
     assert "edgecxr/cli.py" in names and "edgecxr/edge_runtime/formats.py" in names
+    # The station's page works offline only if its assets travel in the wheel.
+    static = {n.rsplit("/", 1)[1] for n in names if n.startswith("edgecxr/edge_runtime/station/static/")}
+    assert static == {"index.html", "app.js", "style.css"}

@@ -1,0 +1,316 @@
+"""The station's routes: one page, its assets, and a small JSON API behind it (Starlette).
+
+Each upload is decoded once; the predictor (one interpreter, not thread-safe) runs behind a lock;
+the result is committed to the log before the answer leaves. File names are kept as text only:
+kept images are stored under their sha256, never under the name they came with.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..atomic import atomic_path
+from ..errors import EdgecxrError, ImageError
+from ..heatmap import heatmap, overlay
+from ..images import image_warnings, open_image, to_grayscale
+from ..predictor import NOT_CXR, Predictor
+from ..site_monitor import compare_with_reference
+from . import auth
+from .card import commissioning_text, model_card
+from .log import Entry, StationLog
+
+UNREADABLE = "unreadable"
+STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+# No external script, style, font or image can load: the page works, and leaks nothing, offline.
+SECURITY_HEADERS = {
+    "content-security-policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: "
+                                "blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                                "base-uri 'none'"),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",  # the first URL carries the token
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+PREVIEW_SIDE = 640
+MAX_NAME = 200
+MAX_REFERENCE = 100
+# Multipart framing and the reference field, on top of the files themselves.
+FORM_OVERHEAD = 64 * 1024
+# A refused upload up to this size is read and dropped before the answer; a larger one is cut off.
+DRAIN_LIMIT = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 40 * 1024 * 1024
+    max_files: int = 20
+
+
+class Station:
+    """The loaded model, the log and the settings one server holds for its lifetime."""
+
+    def __init__(self, predictor: Predictor, model_path: Path, data_dir: Path, token: str | None,
+                 keep_images: bool = False, limits: Limits = Limits(), heatmaps: bool = True):
+        self.predictor = predictor
+        self.model_path = Path(model_path)
+        self.data_dir = Path(data_dir)
+        self.token = token
+        self.keep_images = keep_images
+        self.limits = limits
+        self.log = StationLog(self.data_dir)
+        self.card = model_card(self.model_path, predictor.metadata, predictor.runtime, predictor.learned_check)
+        self.commissioning = commissioning_text(predictor.metadata)
+        self._model_lock = threading.Lock()
+        self.heatmaps = heatmaps
+
+    def monitor(self, probabilities, projections) -> tuple[str, str]:
+        result = compare_with_reference(self.predictor.reference, projections, probabilities)
+        return result.verdict, result.message
+
+    def analyse(self, data: bytes, file_name: str, reference: str) -> dict:
+        """Decode, gate, predict (and map the evidence of) one upload; log it; return what the page shows."""
+        started = time.perf_counter()
+        sha = hashlib.sha256(data).hexdigest()
+        image, film, heat, prediction, error, warnings = None, None, None, None, None, ()
+        try:
+            image = open_image(data)
+            warnings = image_warnings(image)
+            film = preview_png(image)
+            with self._model_lock:
+                prediction = self.predictor.predict(image)
+                if self.heatmaps and not prediction.refused:
+                    try:
+                        heat = render_heatmap(self.predictor, image)
+                    except EdgecxrError as exc:  # the answer stands without its picture
+                        warnings = (*warnings, f"no heat map: {exc}")
+        except ImageError as exc:
+            error = str(exc)
+        except MemoryError:
+            error = "not enough memory to decode it"
+        except Exception as exc:  # noqa: BLE001 - as predict does: an odd file is one line, not a 500
+            if prediction is not None:
+                raise
+            error = f"cannot decode: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        kept = self._keep(data, sha) if self.keep_images else ""
+        if prediction is None:
+            result, probability, gate, distance, projection = UNREADABLE, None, f"unreadable: {error}", None, None
+        else:
+            result, probability = prediction.label, prediction.probability
+            gate = prediction.reason if prediction.refused else "accepted"
+            distance, projection = prediction.gate_distance, prediction.projection
+        entry = Entry(reference=reference, file_name=file_name, image_sha256=sha, result=result,
+                      probability=probability, threshold=self.predictor.threshold, gate=gate, gate_distance=distance,
+                      model_sha256=self.predictor.metadata.sha256, commissioning=self.commissioning,
+                      latency_ms=round(latency_ms, 3), kept_image=kept, projection=projection,
+                      warnings="; ".join(warnings))
+        row = self.log.record(entry, self.monitor)
+        row.update(film=film, heatmap=heat, error=error, label_text=label_text(result))
+        return row
+
+    def _keep(self, data: bytes, sha: str) -> str:
+        name = f"{sha}.{stored_suffix(data)}"
+        target = self.data_dir / "images" / name
+        if not target.exists():
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
+        return name
+
+
+def stored_suffix(data: bytes) -> str:
+    """A kept image's extension, from its content (never from the name it was uploaded with)."""
+    if data[128:132] == b"DICM":
+        return "dcm"
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return re.sub(r"[^a-z0-9]", "", (image.format or "").lower()) or "bin"
+    except Exception:  # noqa: BLE001 - anything Pillow cannot identify is kept as plain bytes
+        return "bin"
+
+
+def render_heatmap(predictor: Predictor, image) -> str:
+    """Occlusion heat map of an accepted film over it, page-sized, as a PNG data URL."""
+    return png_data_url(overlay(image, heatmap(predictor, image)))
+
+
+def preview_png(image) -> str:
+    """The film as the page shows it (DICOM included): grey, or colour for a photo."""
+    return png_data_url(image if image.mode in ("L", "RGB") else to_grayscale(image))
+
+
+def png_data_url(image) -> str:
+    """At most PREVIEW_SIDE a side: a phone on the clinic's Wi-Fi gets tens of kB, not a 4000-pixel film."""
+    shown = image.copy()
+    shown.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    shown.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def label_text(result: str) -> str:
+    if result == NOT_CXR:
+        return "not a chest X-ray"
+    if result == UNREADABLE:
+        return "unreadable file"
+    return result
+
+
+def clean_name(name: str | None) -> str:
+    """The uploaded file's base name as display text: no folders, no control characters, bounded."""
+    name = PurePosixPath((name or "").replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:MAX_NAME] or "(unnamed)"
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(station: Station) -> Starlette:
+    limits = station.limits
+
+    async def page(request: Request) -> Response:
+        if station.token is not None and request.query_params.get(auth.QUERY) is not None:
+            # Trade the token in the URL for a cookie and drop it from the address bar and history.
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(auth.COOKIE, request.query_params[auth.QUERY], httponly=True, samesite="strict")
+            return response
+        html = resources.files(__package__).joinpath("static", "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            return Response("not found", status_code=404, media_type="text/plain")
+        body = resources.files(__package__).joinpath("static", name).read_bytes()
+        return Response(body, media_type=STATIC[name])
+
+    async def predict(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return error(411, "the upload must state its length")
+        if int(length) > limits.max_files * limits.max_file_bytes + FORM_OVERHEAD:
+            if int(length) <= DRAIN_LIMIT:
+                # Read and drop it, so the client hears the reason instead of a reset connection.
+                async for _ in request.stream():
+                    pass
+            return error(413, f"upload too large: at most {limits.max_files} files of "
+                              f"{limits.max_file_bytes // (1024 * 1024)} MB each")
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=4)
+        except HTTPException as exc:
+            return error(400, f"bad upload: {exc.detail}")
+        reference = "".join(ch for ch in str(form.get("reference") or "") if ch.isprintable()).strip()
+        files = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
+        if not files:
+            return error(400, "no file in the upload")
+        results = []
+        try:
+            for upload in files:
+                name = clean_name(upload.filename)
+                data = await upload.read()
+                if len(data) > limits.max_file_bytes:
+                    results.append({"file_name": name, "result": "too_large", "label_text": "file too large",
+                                    "error": f"file too large: {len(data) / 1e6:.1f} MB (limit "
+                                             f"{limits.max_file_bytes // (1024 * 1024)} MB)"})
+                    continue
+                results.append(await run_in_threadpool(station.analyse, data, name, reference[:MAX_REFERENCE]))
+        finally:
+            await form.close()
+        return JSONResponse({"results": results})
+
+    async def results(request: Request) -> Response:
+        return JSONResponse({"rows": await run_in_threadpool(station.log.today)})
+
+    async def card(request: Request) -> Response:
+        return JSONResponse(station.card)
+
+    async def export(request: Request) -> Response:
+        day = request.query_params.get("day")
+        if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            return error(400, "day must be YYYY-MM-DD")
+        chunks = await run_in_threadpool(lambda: list(station.log.csv_chunks(day)))
+        name = f"edgecxr-log-{day or 'all'}.csv"
+        return StreamingResponse(iter(chunks), media_type="text/csv; charset=utf-8",
+                                 headers={"content-disposition": f'attachment; filename="{name}"'})
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/static/{name}", static, methods=["GET"]),
+        Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/results", results, methods=["GET"]),
+        Route("/api/card", card, methods=["GET"]),
+        Route("/export.csv", export, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    return SecurityMiddleware(app, station.token)
+
+
+def host_name(header: str) -> str:
+    """'127.0.0.1:8080' -> '127.0.0.1', '[::1]:8080' -> '::1', 'localhost' -> 'localhost'."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class SecurityMiddleware:
+    """Every response gets the security headers; off loopback every request needs the token
+    (cookie, `Authorization: Bearer`, or `?token=` on the page's URL)."""
+
+    def __init__(self, app, token: str | None):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        if self.token is None and not auth.is_loopback(host_name(request.headers.get("host", ""))):
+            # Without a token the station trusts only this machine; a page elsewhere that re-points its
+            # own domain name at 127.0.0.1 (DNS rebinding) arrives with its own Host and is turned away.
+            response = Response("unexpected Host header: open the station as 127.0.0.1 or localhost\n",
+                                status_code=400, media_type="text/plain; charset=utf-8")
+            return await self._with_headers(response)(scope, receive, send)
+        if self.token is not None and not self._authorised(request):
+            response = Response("access token required: open the URL that edgecxr serve printed (it ends in "
+                                "?token=...)\n", status_code=401, media_type="text/plain; charset=utf-8")
+            return await self._with_headers(response)(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k.encode() not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _with_headers(self, response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def _authorised(self, request: Request) -> bool:
+        presented = [request.cookies.get(auth.COOKIE), request.query_params.get(auth.QUERY)]
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            presented.append(header[7:].strip())
+        return any(auth.token_matches(self.token, value) for value in presented)
