@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from edgecxr.benchmarks import command as bench_command
 from edgecxr.convert import command as convert_command
+from edgecxr.edge_runtime import bundle_command
 from edgecxr.edge_runtime import command as runtime_command
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
@@ -28,6 +29,7 @@ app.command()(runtime_command.predict)
 app.command()(runtime_command.commission)
 app.command()(runtime_command.doctor)
 app.command()(bench_command.bench)
+app.command()(bundle_command.bundle)
 
 
 def main() -> None:
