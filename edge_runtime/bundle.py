@@ -157,9 +157,8 @@ def find_models(source: Path, formats: tuple[str, ...]) -> list[Path]:
 
 def source_tree() -> Path:
     """The checkout this edgecxr runs from: the edgecxr wheel is built from it."""
-    import edgecxr
-
-    root = Path(edgecxr.__file__).resolve().parents[1]
+    # An editable install runs from the checkout: edge_runtime/ sits next to pyproject.toml.
+    root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         raise EdgecxrError("edgecxr bundle builds the edgecxr wheel from its source: run it from a checkout "
                            "installed with pip install -e .")
