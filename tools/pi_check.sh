@@ -23,7 +23,7 @@ DATA=${EDGECXR_DATA:-$REPO/../shared/data/chest_xray}
 IMAGES_PER_CLASS=${PI_CHECK_IMAGES:-25}
 # The Debian mirror this machine's apt uses (deb822 or one-line sources).
 MIRROR=${PI_CHECK_MIRROR:-$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
-    | head -n1 | tr -d ' ')}
+    | head -n1 | tr -d ' ' || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 ROOT=$WORK/root
 start=$(date +%s)
@@ -44,13 +44,18 @@ update-binfmts --enable qemu-aarch64 2>/dev/null || true
 grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 || { echo "qemu-aarch64 binfmt is not enabled" >&2; exit 2; }
 
 cleanup() {
-    for mount in "$ROOT/proc/cpuinfo" "$ROOT/proc" "$ROOT/dev"; do
+    for mount in "$ROOT/proc/cpuinfo" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev"; do
         mountpoint -q "$mount" 2>/dev/null && umount -l "$mount"
     done
     return 0
 }
 trap cleanup EXIT
 cleanup
+# Never remove a folder that still has /dev or /proc mounted inside it.
+if findmnt -rno TARGET | grep -q "^$WORK/"; then
+    echo "pi-check: something is still mounted under $WORK; unmount it first" >&2
+    exit 2
+fi
 rm -rf "$WORK"
 mkdir -p "$WORK/images" "$WORK/x86" "$WORK/arm64"
 
@@ -71,16 +76,18 @@ else
     # CI has no trained run: one epoch of the compact model on the real train/ images (about a
     # minute) gives a real model whose probabilities spread over [0, 1], unlike a tiny model's.
     run=$WORK/run
-    nice -n 19 "$BIN/edgecxr" train --epochs 1 --out "$run" --data "$DATA" >"$WORK/train.log" 2>&1
+    nice -n 19 "$BIN/edgecxr" train --epochs 1 --out "$run" --data "$DATA" >"$WORK/train.log" 2>&1 \
+        || { tail -n 5 "$WORK/train.log"; exit 2; }
     # Not verified against Keras (that is convert's job, in `make test`): pi-check asks only
     # whether arm64 runs the same file as x86.
-    nice -n 19 "$BIN/edgecxr" convert "$run" --quantize int8 --no-verify --calibration-size 100 >"$WORK/convert.log" 2>&1
+    nice -n 19 "$BIN/edgecxr" convert "$run" --quantize int8 --no-verify --calibration-size 100 >"$WORK/convert.log" 2>&1 \
+        || { tail -n 5 "$WORK/convert.log"; exit 2; }
 fi
 "$BIN/edgecxr" bundle "$run" --formats tflite-int8,onnx-fp32 --platform aarch64 --python 3.11 --out "$WORK/bundles"
 "$BIN/edgecxr" bundle "$run" --formats tflite-int8 --tflite-runtime tflite-runtime --platform aarch64 \
     --python 3.11 --out "$WORK/bundles"
 for model in model_int8.tflite model_fp32.onnx; do
-    "$BIN/edgecxr" predict "$run/export/$model" "$WORK/images" --json >"$WORK/x86/$model.jsonl"
+    "$BIN/edgecxr" predict "$run/export/$model" "$WORK/images" --json >"$WORK/x86/$model.jsonl" 2>"$WORK/x86/$model.log"
 done
 
 say "waiting for debootstrap"
@@ -94,6 +101,8 @@ done >"$WORK/cpuinfo"
 printf 'Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B (emulated)\n' >>"$WORK/cpuinfo"
 mount -t proc proc "$ROOT/proc"
 mount --bind "$WORK/cpuinfo" "$ROOT/proc/cpuinfo"
+# onnxruntime's cpuinfo also reads the CPU lists in /sys (only its warnings without them).
+mount -t sysfs sysfs "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
 mkdir -p "$ROOT/pi-check"
 cp -r "$WORK/images" "$ROOT/pi-check/"
@@ -115,7 +124,7 @@ for archive in "$WORK"/bundles/*.tar.gz; do
     fi
     for model in $(cd "$ROOT/pi-check/$name/models" && ls | grep -v '\.json$'); do
         inside "/opt/edgecxr-$variant/venv/bin/edgecxr" predict "/opt/edgecxr-$variant/models/$model" \
-            /pi-check/images --json >"$WORK/arm64/$variant-$model.jsonl"
+            /pi-check/images --json >"$WORK/arm64/$variant-$model.jsonl" 2>"$WORK/arm64/$variant-$model.log"
     done
 done
 
