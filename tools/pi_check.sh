@@ -52,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 # Never remove a folder that still has /dev or /proc mounted inside it.
-if findmnt -rno TARGET | grep -q "^$WORK/"; then
+if findmnt -rno TARGET | grep "^$WORK/" >/dev/null; then
     echo "pi-check: something is still mounted under $WORK; unmount it first" >&2
     exit 2
 fi
@@ -67,8 +67,10 @@ debootstrap_pid=$!
 say "3/5 model, bundles and x86 predictions on this machine"
 for label in NORMAL PNEUMONIA; do
     mkdir -p "$WORK/images/$label"
-    find "$DATA/test/$label" -maxdepth 1 -type f -name '*.jpeg' | sort | head -n "$IMAGES_PER_CLASS" \
-        | xargs -I{} cp {} "$WORK/images/$label/"
+    # The first N by name (a list, not `| head`: pipefail would take head's early exit as a failure).
+    mapfile -t found < <(find "$DATA/test/$label" -maxdepth 1 -type f -name '*.jpeg' | sort)
+    [ "${#found[@]}" -ge "$IMAGES_PER_CLASS" ] || { echo "fewer than $IMAGES_PER_CLASS images in $DATA/test/$label" >&2; exit 2; }
+    cp "${found[@]:0:$IMAGES_PER_CLASS}" "$WORK/images/$label/"
 done
 if [ -n "${PI_CHECK_RUN:-}" ]; then
     run=$PI_CHECK_RUN   # a trained, converted run (its export/ needs model_int8.tflite and model_fp32.onnx)
@@ -111,7 +113,7 @@ inside() {
     unshare -n chroot "$ROOT" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" HOME=/root LANG=C.UTF-8 \
         PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "$@"
 }
-inside uname -m | grep -qx aarch64
+[ "$(inside uname -m)" = aarch64 ] || { echo "the root filesystem does not run as aarch64" >&2; exit 2; }
 say "arm64 root: $(inside python3 -c 'import platform; print(platform.machine(), "Python", platform.python_version(), "glibc", platform.libc_ver()[1])')"
 for archive in "$WORK"/bundles/*.tar.gz; do
     name=$(basename "$archive" .tar.gz)
