@@ -6,7 +6,7 @@
 #   2. in the background: the arm64 root filesystem (python3, python3-venv from bookworm)
 #   3. meanwhile on this machine: a real compact model (1 epoch on train/, int8 TFLite + fp32 ONNX),
 #      two aarch64 bundles (LiteRT + onnxruntime; tflite-runtime 2.14 + numpy<2), x86 predictions
-#      over 50 real test/ images
+#      over 50 real test/ images (tflite-runtime's from an x86_64 bundle installed with no network)
 #   4. inside the root filesystem with no network (unshare -n): install.sh of each bundle, then
 #      edgecxr predict over the same images
 #   5. benchmarks/pi_check.py: the agreement table; exit 1 if a label or probability differs
@@ -91,6 +91,17 @@ fi
 for model in model_int8.tflite model_fp32.onnx; do
     "$BIN/edgecxr" predict "$run/export/$model" "$WORK/images" --json >"$WORK/x86/$model.jsonl" 2>"$WORK/x86/$model.log"
 done
+# tflite-runtime 2.14 rounds some int8 outputs differently from LiteRT (up to two steps, measured on
+# x86 alone), so its x86 reference is tflite-runtime too: an x86_64 bundle, installed here the
+# same way, with no network.
+"$BIN/edgecxr" bundle "$run" --formats tflite-int8 --tflite-runtime tflite-runtime --platform x86_64 \
+    --python 3.11 --out "$WORK/bundles-x86"
+mkdir -p "$WORK/x86-bundle"
+tar -xzf "$WORK"/bundles-x86/*.tar.gz -C "$WORK/x86-bundle"
+unshare -n sh "$WORK"/x86-bundle/*/install.sh --prefix "$WORK/x86-tflite-runtime" --no-service >"$WORK/x86/install.log" 2>&1 \
+    || { tail -n 20 "$WORK/x86/install.log"; echo "the x86_64 bundle did not install" >&2; exit 1; }
+"$WORK/x86-tflite-runtime/venv/bin/edgecxr" predict "$WORK/x86-tflite-runtime/models/model_int8.tflite" "$WORK/images" \
+    --json >"$WORK/x86/tflite-runtime-model_int8.tflite.jsonl" 2>"$WORK/x86/tflite-runtime.log"
 
 say "waiting for debootstrap"
 wait "$debootstrap_pid" || { tail -n 20 "$WORK/debootstrap.log"; echo "debootstrap failed" >&2; exit 2; }
@@ -134,7 +145,7 @@ set +e
 say "5/5 arm64 (qemu $QEMU_CPU) against x86_64, image by image"
 "$BIN/python" -m edgecxr.benchmarks.pi_check \
     "LiteRT int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/model_int8.tflite.jsonl" "$WORK/arm64/litert-model_int8.tflite.jsonl" \
-    "tflite-runtime 2.14 int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/model_int8.tflite.jsonl" "$WORK/arm64/tflite-runtime-model_int8.tflite.jsonl" \
+    "tflite-runtime 2.14 int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/tflite-runtime-model_int8.tflite.jsonl" "$WORK/arm64/tflite-runtime-model_int8.tflite.jsonl" \
     "onnxruntime fp32 ONNX" "$run/export/model_fp32.onnx" "$WORK/x86/model_fp32.onnx.jsonl" "$WORK/arm64/litert-model_fp32.onnx.jsonl" \
     | tee "$WORK/agreement.md"
 status=${PIPESTATUS[0]}
