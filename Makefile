@@ -44,7 +44,8 @@ research-test: install
 	$(BIN)/python -m pytest research/tests
 
 # The edge runtime in clean virtualenvs from PyPI (no TensorFlow): the base install, and
-# tflite-runtime with numpy<2. EDGE_EXPORT=runs/demo/export also checks those artifacts on test/.
+# tflite-runtime with numpy<2; and an `edgecxr bundle` installed with no network.
+# EDGE_EXPORT=runs/demo/export also checks those artifacts on test/.
 edge-check: install
 	EDGECXR_EDGE_ENV=1 EDGECXR_EDGE_EXPORT=$(EDGE_EXPORT) $(BIN)/python -m pytest tests/test_runtime_edge_env.py tests/test_bundle.py -v
 
