@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test research-test edge-check reproduce clean browser
+.PHONY: install demo test research-test edge-check pi-check reproduce clean browser
 
 # Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite0 weight
 # import) is pinned to the CPU build this project tests with, installed before anything can ask
@@ -51,9 +51,16 @@ research-test: install
 	$(BIN)/python -m pytest research/tests
 
 # The edge runtime in clean virtualenvs from PyPI (no TensorFlow): the base install, and
-# tflite-runtime with numpy<2. EDGE_EXPORT=runs/demo/export also checks those artifacts on test/.
+# tflite-runtime with numpy<2; and an `edgecxr bundle` installed with no network.
+# EDGE_EXPORT=runs/demo/export also checks those artifacts on test/.
 edge-check: install
-	EDGECXR_EDGE_ENV=1 EDGECXR_EDGE_EXPORT=$(EDGE_EXPORT) $(BIN)/python -m pytest tests/test_runtime_edge_env.py -v
+	EDGECXR_EDGE_ENV=1 EDGECXR_EDGE_EXPORT=$(EDGE_EXPORT) $(BIN)/python -m pytest tests/test_runtime_edge_env.py tests/test_bundle.py -v
+
+# The offline bundle on an emulated Raspberry Pi OS 64-bit (Debian bookworm arm64 under qemu, as
+# root): installed with no network, then every prediction compared with x86 (docs/pi.md).
+# PI_CHECK_RUN=runs/compact uses a converted run instead of a one-epoch model trained here.
+pi-check: install
+	BIN=$(abspath $(BIN)) tools/pi_check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

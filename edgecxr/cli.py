@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from edgecxr.benchmarks import command as bench_command
 from edgecxr.convert import command as convert_command
+from edgecxr.edge_runtime import bundle_command
 from edgecxr.edge_runtime import command as runtime_command
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
@@ -41,6 +42,7 @@ app.command(name="commission")(runtime_command.make_commission(load_renormaliser
 app.command()(runtime_command.doctor)
 app.command()(station_command.serve)
 app.command()(bench_command.bench)
+app.command()(bundle_command.bundle)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from edgecxr.train.command import Arch, Distribute, Equalize, Strategy
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = 80
-COMMANDS = ["", "train", "evaluate", "convert", "predict", "commission", "doctor", "bench", "serve"]
+COMMANDS = ["", "train", "evaluate", "convert", "predict", "commission", "doctor", "bench", "serve", "bundle"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # A choice list as typer shows it, <a|b|c>, that breaks off before its closing '>' (folded mid-word).
 CHOICE_LIST_CUT = re.compile(r"<[\w.-]+(?:\|[\w.-]*)+(?=\s|$)", re.M)
