@@ -58,7 +58,16 @@ elif [ "$(id -u)" != 0 ] || [ ! -d /etc/systemd/system ]; then
     echo "not root or no systemd: start the station by hand with"
     echo "  $prefix/venv/bin/edgecxr serve $prefix/models/@STATION_MODEL@"
 else
+    # Off loopback the station asks for a token: one kept across restarts, readable by root only
+    # (systemd hands it to the unprivileged service as a credential), shown here once.
+    token_file=/etc/edgecxr/station.token
+    if [ ! -s "$token_file" ]; then
+        mkdir -p /etc/edgecxr
+        (umask 077 && "$prefix/venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))' > "$token_file")
+    fi
     sed "s#@PREFIX@#$prefix#g" edgecxr-station.service > /etc/systemd/system/edgecxr-station.service
+    echo "station access token (in $token_file): $(head -n 1 "$token_file")"
+    echo "open http://THIS-MACHINE:8080/?token=$(head -n 1 "$token_file") from the clinic's network"
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload && systemctl enable --now edgecxr-station.service
         echo "edgecxr-station.service enabled and started (port 8080)"
@@ -74,7 +83,8 @@ Description=edgecxr clinic station (chest X-ray: NORMAL vs PNEUMONIA)
 After=network.target
 
 [Service]
-ExecStart=@PREFIX@/venv/bin/edgecxr serve @PREFIX@/models/@STATION_MODEL@ --host 0.0.0.0 --port 8080 --data-dir /var/lib/edgecxr
+ExecStart=@PREFIX@/venv/bin/edgecxr serve @PREFIX@/models/@STATION_MODEL@ --host 0.0.0.0 --port 8080 --data-dir /var/lib/edgecxr --token-file %d/token
+LoadCredential=token:/etc/edgecxr/station.token
 DynamicUser=yes
 StateDirectory=edgecxr
 Restart=on-failure
@@ -101,6 +111,8 @@ changed on the way (copy the bundle again), then installs, copies the models to
 /opt/edgecxr/models and runs `edgecxr doctor` on each: it must say the model loads and runs.
 If this edgecxr has the clinic station (`edgecxr serve`), install.sh also installs and starts
 the edgecxr-station service (port 8080) so that it runs at every boot; --no-service skips it.
+The station's access token is kept in /etc/edgecxr/station.token (root only); install.sh prints
+the address to open with it. Staff on the clinic's network need that address once.
 
 Use:
 
