@@ -7,15 +7,14 @@ import hashlib
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from cli_runner import run_cli
 from edge_artifacts import edge_artifacts
-from edgecxr.cli import main
 from edgecxr.edge_runtime.intervals import clopper_pearson, lower_bound
 from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, sha256_file
 from edgecxr.edge_runtime.site_threshold import allowed_misses, choose_site_threshold, positives_needed
@@ -119,13 +118,6 @@ def site(data_root, tmp_path_factory) -> Path:
     (root / "PNEUMONIA" / "broken.jpeg").write_bytes(b"not a jpeg")
     return root
 
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["edgecxr", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
 
 
 def digest(path: Path) -> str:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from edge_artifacts import edge_artifacts
-from edgecxr.cli import main
 from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, sha256_file
 from edgecxr.edge_runtime.preprocessing import scale_pixels
 from edgecxr.edge_runtime.folders import labelled_images
@@ -104,13 +103,6 @@ def test_a_model_without_batchnorm_is_refused():
 
 
 # --- the command -----------------------------------------------------------------------------------
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["edgecxr", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
 
 
 def digest(path: Path) -> str:

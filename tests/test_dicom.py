@@ -24,8 +24,8 @@ from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless,  # noqa: E402
                          SecondaryCaptureImageStorage, generate_uid)
 
+from cli_runner import run_cli  # noqa: E402
 from edge_artifacts import edge_artifacts  # noqa: E402
-from edgecxr.cli import main  # noqa: E402
 from edgecxr.edge_runtime.dicom import is_dicom  # noqa: E402
 from edgecxr.edge_runtime.errors import ImageError  # noqa: E402
 from edgecxr.edge_runtime.folders import list_images  # noqa: E402
@@ -218,13 +218,6 @@ def test_prediction_equals_the_jpegs_within_int8_rounding(models, jpegs, tmp_pat
             result = predictor.predict(dicom_bytes(stored, bits, photometric, **tags))
             assert result.probability == pytest.approx(expected, abs=1 / 256 + 1e-9), name
 
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["edgecxr", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_predict_reports_dicom_warnings_and_refusals_without_failing(models, jpegs, tmp_path, monkeypatch, capsys):

@@ -6,15 +6,14 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from cli_runner import run_cli
 from edge_artifacts import edge_artifacts
-from edgecxr.cli import main
 from edgecxr.edge_runtime.heatmap import HeatMap, heatmap, overlay, overlay_png
 from edgecxr.edge_runtime.heatmap_files import HeatMapFolder, safe_stem
 from edgecxr.edge_runtime.predictor import Predictor
@@ -127,13 +126,6 @@ def test_names_are_unique_within_a_run(tmp_path):
     assert first.read_bytes() == b"one" and sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(
         p.name for p in (first, second, third))
 
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["edgecxr", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_predict_writes_one_overlay_per_predicted_film(models, films, tmp_path, monkeypatch, capsys):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from edge_artifacts import edge_artifacts, gated_artifacts, legacy_artifacts
-from edgecxr.cli import main
 from edgecxr.edge_runtime.metadata import metadata_path
 from edgecxr.edge_runtime.predictor import Predictor
 
@@ -21,13 +20,6 @@ from edgecxr.edge_runtime.predictor import Predictor
 def models(tiny_run):
     return edge_artifacts(tiny_run)
 
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["edgecxr", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def json_lines(text: str) -> list[dict]:
