@@ -31,9 +31,10 @@ from .formats import EXPORT_FORMATS, format_of_file
 from .metadata import metadata_path, read_metadata
 from .run_folder import EXPORT_DIR
 
-# Extras for the build machine (training, the Lite0 weight import, tests): never shipped. Every
-# other extra the package declares (a clinic station, DICOM input, ...) is part of the edge install.
-BUILD_MACHINE_EXTRAS = frozenset({"train", "lite0", "dev"})
+# Extras for the build machine (training, the Lite0 weight import, tests, benchmark films): never
+# shipped. Every other extra the package declares (a clinic station, DICOM input, ...) is part of
+# the edge install.
+BUILD_MACHINE_EXTRAS = frozenset({"train", "lite0", "dev", "films"})
 
 # glibc of the oldest target each platform must run on: Raspberry Pi OS Bookworm has 2.36, so any
 # manylinux wheel up to manylinux_2_36 installs there.
@@ -116,6 +117,10 @@ def edge_requirements(environment: dict[str, str], distribution: str = "edgecxr"
     chosen: list[str] = []
     for line in declared:
         requirement = Requirement(line)
+        if requirement.name == distribution:
+            # An extra that names another (station = ["edgecxr[dicom]"]): that one's requirements are
+            # chosen on their own lines, and edgecxr itself is the wheel built from this checkout.
+            continue
         marker = requirement.marker
         wanted = marker is None or any(marker.evaluate({**environment, "extra": extra}) for extra in ["", *edge_extras])
         if wanted:

@@ -37,7 +37,9 @@ def test_the_edge_requirements_come_from_the_package_metadata():
     requirements, extras = bundle.edge_requirements(aarch64)
     names = [r.split(">")[0].split("=")[0].split("<")[0].split(";")[0] for r in requirements]
     assert {"numpy", "pillow", "typer", "rich", "ai-edge-litert", "onnxruntime"} <= set(names)
-    assert not {"tensorflow", "tensorflow-cpu", "keras", "torch", "pytest"} & set(names)
+    assert not {"tensorflow", "tensorflow-cpu", "keras", "torch", "pytest", "pydicom-data"} & set(names)
+    assert {"pydicom", "starlette", "uvicorn"} <= set(names), "the station and DICOM extras are edge extras"
+    assert "edgecxr" not in names, "edgecxr is the bundle's own wheel, not a download"
     assert all(";" not in r for r in requirements), "markers are evaluated for the target, not shipped"
     declared = set(importlib_metadata.metadata("edgecxr").get_all("Provides-Extra") or [])
     assert set(extras) == declared - bundle.BUILD_MACHINE_EXTRAS
