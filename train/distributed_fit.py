@@ -49,6 +49,9 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
         self.restored_epoch = 0
 
     def on_train_begin(self, logs=None):
+        # Keras sets the epoch to start from only when it finds a backup: a model trained again (a
+        # backbone's second phase) would otherwise start from where the first phase resumed.
+        self.model._initial_epoch = 0
         super().on_train_begin(logs)  # weights, optimizer state and the epoch to start from
         self.restored_epoch = int(self.model._initial_epoch or 0)
         if self.restored_epoch:
