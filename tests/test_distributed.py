@@ -201,26 +201,127 @@ def test_a_killed_worker_resumes_from_the_last_epoch(tiny_kaggle, tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_on_this_machine_writes_an_ordinary_run(tiny_kaggle, tmp_path):
+@pytest.mark.parametrize("arch", ["compact", "efficientnet_lite0"])
+def test_mirrored_on_this_machine_writes_an_ordinary_run(arch, tiny_kaggle, tmp_path):
     from edgecxr.train.hparams import TrainConfig
     from edgecxr.train.trainer import train
 
-    out = train(TrainConfig(data=tiny_kaggle, out=tmp_path / "run", epochs=2, batch_size=16, val_fraction=0.25,
-                            seed=1, distribute="mirrored"))
+    backbone = dict(image_size=64, head_epochs=1, augment_passes=1) if arch != "compact" else {}
+    out = train(TrainConfig(data=tiny_kaggle, out=tmp_path / "run", arch=arch, epochs=2, batch_size=16,
+                            val_fraction=0.25, seed=1, distribute="mirrored", **backbone))
     details = read_metadata(out / MODEL_FILE).details
     assert details["distribution"]["mode"] == "mirrored" and details["distribution"]["workers"] == 1
     replicas = details["distribution"]["replicas"]
     assert details["distribution"]["global_batch"] == 16 * replicas
-    assert len(json.loads((out / HISTORY_FILE).read_text())["val_loss"]) == 2
+    head_epochs = 1 if backbone else 0  # a backbone's history lists its head phase first
+    assert len(json.loads((out / HISTORY_FILE).read_text())["val_loss"]) == head_epochs + 2
     assert leftovers(out) == []
 
 
-def test_backbones_refuse_distribute_in_one_line(tiny_kaggle, tmp_path):
-    done = subprocess.run(cli("train", "--data", tiny_kaggle, "--out", tmp_path / "run", "--arch",
-                              "efficientnet_lite0", "--weights", "none", "--distribute", "mirrored"),
-                          capture_output=True, text=True, timeout=WAIT_S)
-    assert done.returncode == 2 and "compact CNN only" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "run").exists() and list(tmp_path.iterdir()) == []
+# A tiny fine-tuned Lite0 run with `--distribute none` as the trainer gave it before the backbones could
+# train distributed (branch integrate, commit 728de97, this machine type): that path must not move.
+BACKBONE_BEFORE_VALIDATION = {
+    "accuracy": 0.85, "precision": 0.7692307692307693, "sensitivity": 1.0, "recall": 1.0, "specificity": 0.7,
+    "f1": 0.8695652173913043, "roc_auc": 0.9400000000000001, "threshold": 0.26019764691591263, "n_images": 20,
+    "confusion_matrix": [[7, 3], [0, 10]]}
+BACKBONE_BEFORE_VAL_LOSS = [1.0026918649673462, 0.5147231817245483, 0.4621896743774414]
+BACKBONE = ["--arch", "efficientnet_lite0", "--image-size", "64", "--augment-passes", "1", "--val-fraction", "0.25",
+            "--seed", "3"]
+
+
+@pytest.mark.slow
+def test_backbone_distribute_none_trains_exactly_as_before(tiny_kaggle, tmp_path):
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.trainer import train
+
+    run = train(TrainConfig(data=tiny_kaggle, out=tmp_path / "run", arch="efficientnet_lite0", epochs=2,
+                            head_epochs=1, batch_size=16, image_size=64, val_fraction=0.25, seed=3,
+                            augment_passes=1))
+    assert json.loads((run / METRICS_FILE).read_text())["validation"] == BACKBONE_BEFORE_VALIDATION
+    assert json.loads((run / HISTORY_FILE).read_text())["val_loss"] == BACKBONE_BEFORE_VAL_LOSS
+    assert "distribution" not in read_metadata(run / MODEL_FILE).details
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_two_workers_fine_tune_a_backbone(tiny_kaggle, tmp_path):
+    out = tmp_path / "runs" / "run"
+    args = ["--data", str(tiny_kaggle), "--out", str(out), *BACKBONE, "--head-epochs", "2", "--epochs", "2",
+            "--batch-size", "8"]
+    workers = start_workers(args, 2, tmp_path / "logs")
+    try:
+        codes = wait_all(workers)
+    finally:
+        stop(workers)
+    logs = [(tmp_path / "logs" / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n".join(logs)
+    assert leftovers(out) == [], "only the chief's run folder may exist"
+    assert "the chief writes" in logs[1]
+    # Each worker cached the activations of its own shard (60 training images, 30 each).
+    assert all("of 30 shard images" in log for log in logs), logs
+
+    details = read_metadata(out / MODEL_FILE).details
+    assert details["distribution"] == {"replicas": 2, "per_replica_batch": 8, "global_batch": 16,
+                                       "learning_rate": 0.002, "learning_rate_scale": 2, "mode": "multi-worker",
+                                       "workers": 2}
+    transfer = details["transfer"]
+    assert transfer["head_epochs_run"] == 2 and transfer["fine_tune_epochs_run"] == 2
+    assert transfer["fine_tune_learning_rate"] == pytest.approx(0.002 * 0.1)
+    assert len(json.loads((out / HISTORY_FILE).read_text())["val_loss"]) == 4
+    report = convert_and_verify(out)
+    assert report["failures"] == [] and all(a["status"] == "ok" for a in report["artifacts"].values()), report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("phase", ["head", "fine-tune"])
+def test_a_killed_backbone_worker_resumes_in_its_phase(phase, tiny_kaggle, tmp_path):
+    head_epochs, epochs = 4, 3  # too few for early stopping to end either phase (patience 3)
+    out = tmp_path / "runs" / "run"
+    args = ["--data", str(tiny_kaggle), "--out", str(out), *BACKBONE, "--head-epochs", str(head_epochs),
+            "--epochs", str(epochs), "--batch-size", "4"]
+    markers = [backup_folder(out) / phase / "training_metadata.json",
+               worker_backup(out, 1) / phase / "training_metadata.json"]
+
+    def backed_up_epoch(marker: Path) -> int:
+        try:
+            return json.loads(marker.read_text())["epoch"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    first = start_workers(args, 2, tmp_path / "first")
+    second = []
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while min(map(backed_up_epoch, markers)) < 1 and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in first), "a worker ended before the phase's first backup"
+            time.sleep(0.02)
+        first[1].send_signal(signal.SIGKILL)  # the chief then blocks at its next all-reduce
+        first[1].wait()
+        first[0].send_signal(signal.SIGKILL)
+        first[0].wait()
+        assert not out.exists()
+        before = (tmp_path / "first" / "worker0.log").read_text()
+
+        second = start_workers(args, 2, tmp_path / "second")
+        codes = wait_all(second)
+        logs = [(tmp_path / "second" / f"worker{i}.log").read_text() for i in range(2)]
+        assert codes == [0, 0], "\n".join(logs)
+    finally:
+        stop(first + second)
+
+    resumed = [int(m.group(1)) for log in logs for m in [re.search(r"resuming after epoch (\d+)", log)] if m]
+    assert len(resumed) == 2 and resumed[0] == resumed[1] >= 1, logs
+    skipped_head = [("phase 1 finished before the restart" in log) for log in logs]
+    assert skipped_head == [phase == "fine-tune"] * 2, logs
+    history = json.loads((out / HISTORY_FILE).read_text())
+    assert len(history["loss"]) == head_epochs + epochs
+    printed = [float(v) for v in re.findall(r"^epoch\s+\d+/\d+.*?\bloss (\d+\.\d+)", before, re.M)]
+    done_before = resumed[0] + (head_epochs if phase == "fine-tune" else 0)
+    # The epochs trained before the kill (both phases' backups, and phase 1's kept outcome) are restored.
+    assert [round(v, 4) for v in history["loss"][:done_before]] == printed[:done_before]
+    assert epochs_logged(logs[0])[0] == resumed[0] + 1, "the restarted chief continues its phase"
+    assert leftovers(out) == []
 
 
 def test_a_backup_restores_its_epoch_and_falls_back_to_the_previous_one(tmp_path):

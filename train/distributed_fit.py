@@ -49,6 +49,9 @@ class TrainingBackup(keras.callbacks.BackupAndRestore):
         self.restored_epoch = 0
 
     def on_train_begin(self, logs=None):
+        # Keras sets the epoch to start from only when it finds a backup: a model trained again (a
+        # backbone's second phase) would otherwise start from where the first phase resumed.
+        self.model._initial_epoch = 0
         super().on_train_begin(logs)  # weights, optimizer state and the epoch to start from
         self.restored_epoch = int(self.model._initial_epoch or 0)
         if self.restored_epoch:
@@ -129,21 +132,24 @@ def _lowest_over_workers(strategy, value: int) -> int:
     return int(round(float(tf.reduce_min(spread(tf.constant(float(value)))))))
 
 
-def fit_distributed(build, strategy, train_dataset_fn, val_dataset, n_train: int, scaling: dict, config,
-                    backup_dir: Path):
-    """Build (under the strategy) and train a model. Returns (model, history).
+def fit_distributed(model, strategy, train_dataset_fn, val_dataset, n_train: int, scaling: dict, config,
+                    backup_dir: Path, epochs: int | None = None, learning_rate: float | None = None):
+    """Train `model` (built under the strategy's scope) for one phase. Returns (model, history).
 
     `train_dataset_fn(batch_size, pipeline)`: this worker's endless training stream; `scaling`:
-    distribution.scaled(...). The returned model's variables are the strategy's: copy its weights
-    into a plain model before saving or predicting outside the strategy.
+    distribution.scaled(...); `epochs` and `learning_rate` (already scaled) default to the config's
+    and the scaled one. The phase compiles its own optimizer, so the trainable variables may change
+    between phases. The model's variables are the strategy's: copy its weights into a plain model
+    before saving or predicting outside the strategy.
     """
     import tensorflow as tf
 
+    epochs = config.epochs if epochs is None else epochs
+    learning_rate = scaling["learning_rate"] if learning_rate is None else learning_rate
     global_batch = scaling["global_batch"]
     steps = batches_per_epoch(n_train, global_batch)
     with strategy.scope():
-        model = build()
-        compile_classifier(model, scaling["learning_rate"], config.epochs * steps, config.label_smoothing)
+        compile_classifier(model, learning_rate, epochs * steps, config.label_smoothing)
         model.optimizer.build(model.trainable_variables)
     per_example_loss = keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
     mean_loss = keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
@@ -183,7 +189,7 @@ def fit_distributed(build, strategy, train_dataset_fn, val_dataset, n_train: int
         return [loss, float(np.mean((p > 0.5) == (y > 0.5))), float(auc.result())]
 
     agree = _agree_with_chief(strategy)
-    stopping, progress = fit_callbacks(config.epochs, steps, config.patience)
+    stopping, progress = fit_callbacks(epochs, steps, config.patience)
     backup = TrainingBackup(backup_dir, stopping)
     callbacks = keras.callbacks.CallbackList([stopping, progress, backup], model=model)
     model.stop_training = False
@@ -194,7 +200,7 @@ def fit_distributed(build, strategy, train_dataset_fn, val_dataset, n_train: int
     if backup.restored_epoch:
         console.print(f"resuming after epoch {backup.restored_epoch} from the backup in {backup_dir}",
                       highlight=False)
-    for epoch in range(backup.restored_epoch, config.epochs):
+    for epoch in range(backup.restored_epoch, epochs):
         callbacks.on_epoch_begin(epoch)
         loss_sum = correct = seen = 0.0
         for step in range(steps):

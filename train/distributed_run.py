@@ -14,6 +14,7 @@ from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
 from . import distribution
 from .distributed_fit import fit_distributed
+from .distributed_transfer import fit_transfer_under_strategy
 from .fitting import best_epoch_index, image_weights
 from .hparams import TrainConfig
 from .inputs import Splits, load_worker_splits, train_dataset, validation_dataset
@@ -48,15 +49,26 @@ def fit_under_strategy(model_spec, strategy, role: distribution.Role, splits: Sp
     def worker_stream(batch_size: int, pipeline: int):
         return train_dataset(splits.train, spec, config, batch_size, config.seed + pipeline, weights, repeat=True)
 
-    trained, history = fit_distributed(build, strategy, worker_stream, validation_dataset(splits.val, spec),
-                                       len(splits.train_paths), scaling, config, backup_folder(config, role))
-    model = build()  # outside the strategy: a model that saves and predicts like any other
+    with strategy.scope():
+        trained = build()
+    transfer_details = None
+    if model_spec.transfer:
+        history, transfer_details = fit_transfer_under_strategy(
+            trained, strategy, splits, spec, config, scaling, backup_folder(config, role))
+        best_epoch = transfer_details["best_epoch"]
+    else:
+        trained, history = fit_distributed(trained, strategy, worker_stream, validation_dataset(splits.val, spec),
+                                           len(splits.train_paths), scaling, config, backup_folder(config, role))
+        best_epoch = best_epoch_index(history["val_loss"], config.epochs) + 1
+    # Outside the strategy: a model that saves and predicts like any other (a backbone's weights are
+    # all copied, so its ImageNet file need not be read again).
+    model = model_spec.build(spec.input_shape, seed=config.seed,
+                             weights="none" if model_spec.transfer else config.weights)
     model.set_weights(trained.get_weights())
     train_seconds = time.perf_counter() - started
-    best_epoch = best_epoch_index(history["val_loss"], config.epochs) + 1
     scaling.update(mode=config.distribute, workers=role.workers)
     return model, {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
-                   "transfer": None, "distribution": scaling}
+                   "transfer": transfer_details, "distribution": scaling}
 
 
 def train_worker(config: TrainConfig, role: distribution.Role, strategy) -> None:

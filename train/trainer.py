@@ -92,9 +92,8 @@ def train(config: TrainConfig) -> Path:
 
     config.out = Path(config.out)
     role = distribution.role(config.distribute)
-    if config.distribute != "none" and get_model_spec(config.arch).transfer:
-        raise EdgecxrError(f"--distribute {config.distribute} trains the compact CNN only for now, "
-                           f"not --arch {config.arch}; see docs/distributed.md")
+    # Before any worker starts: a bad option must stop them all, not leave the others waiting.
+    check_transfer_options(config, get_model_spec(config.arch).transfer)
     if not role.chief and config.resume:
         console.print("--resume: nothing to do on a worker that is not the chief", highlight=False)
         return config.out
@@ -125,7 +124,6 @@ def train(config: TrainConfig) -> Path:
             model, facts = load_trained(config, key, staging)
             console.print(f"resuming from the model trained in {staging}", highlight=False)
         else:
-            check_transfer_options(config, model_spec.transfer)
             if strategy is None:
                 model = model_spec.build(spec.input_shape, seed=config.seed, weights=config.weights)
                 facts = fit(model, model_spec, splits, spec, config)
