@@ -12,7 +12,6 @@ change here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform as host_platform
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from .atomic import atomic_path
 from .errors import EdgecxrError
 from .formats import EXPORT_FORMATS, format_of_file
-from .metadata import metadata_path, read_metadata
+from .metadata import metadata_path, read_metadata, sha256_file
 from .run_folder import EXPORT_DIR
 
 # Extras for the build machine (training, the Lite0 weight import, tests, benchmark films): never
@@ -193,18 +192,10 @@ def build_edgecxr_wheel(into: Path) -> None:
          what="cannot build the edgecxr wheel")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path, name: str = "MANIFEST.sha256") -> Path:
     """`sha256sum --check` format, so install.sh checks it with coreutils alone."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
-    lines = [f"{sha256_of(p)}  {p.relative_to(folder).as_posix()}" for p in files]
+    lines = [f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}" for p in files]
     (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder / name
 
