@@ -83,8 +83,10 @@ def predict(
         summary.add(prediction, item.truth)
         if heatmaps is not None and prediction.ok and not prediction.refused:
             from .heatmap import heatmap, overlay_png
+            from .images import open_image
 
-            heatmaps.write(item.path, overlay_png(item.path, heatmap(predictor, item.path)))
+            film = open_image(item.path)  # decoded once for the map and the picture under it
+            heatmaps.write(item.path, overlay_png(film, heatmap(predictor, film)))
 
     success = False
     try:
