@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test research-test edge-check pi-check reproduce clean browser
+.PHONY: install demo test research-test edge-check pi-check cpu-check reproduce clean browser
 
 # Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite0 weight
 # import) is pinned to the CPU build this project tests with, installed before anything can ask
@@ -37,7 +37,7 @@ reproduce: install
 # tracing and conversion, so two workers on this 2-core machine cut the suite from 11 to 6 minutes.
 TEST_WORKERS ?= auto
 test: install browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --durations 10
+	$(BIN)/python -P -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --durations 10
 
 # The station's page is tested in Debian's own headless Chromium and its chromedriver (nothing is
 # downloaded at test time); CI is a fresh root machine, so they are installed here when missing.
@@ -61,6 +61,12 @@ edge-check: install
 # PI_CHECK_RUN=runs/compact uses a converted run instead of a one-epoch model trained here.
 pi-check: install
 	BIN=$(abspath $(BIN)) tools/pi_check.sh
+
+# The numeric tests with oneDNN held to AVX2, and the edge runtime's predictions under an emulated
+# AVX2-only CPU (qemu-x86_64 -cpu Haswell) against this machine's (docs/cpu-profiles.md).
+# CPU_CHECK_RUN=runs/compact uses another converted run than make demo's.
+cpu-check: install
+	BIN=$(abspath $(BIN)) tools/cpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

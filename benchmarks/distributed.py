@@ -31,6 +31,7 @@ from pathlib import Path
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.run_folder import METRICS_FILE
+from edgecxr.edge_runtime.python_command import python_module
 
 from .machine import describe, machine_info
 from .report import markdown_table
@@ -63,7 +64,7 @@ def start_workers(train_args: list[str], count: int, logs: Path, env: dict | Non
                       "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
         with (logs / f"worker{index}.log").open("w") as log:
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "edgecxr.cli", "train", *train_args, "--distribute", "multi-worker"],
+                [*python_module("edgecxr.cli"), "train", *train_args, "--distribute", "multi-worker"],
                 stdout=log, stderr=subprocess.STDOUT, env=worker_env))
     return processes
 
@@ -85,7 +86,7 @@ def run_once(data: Path, out: Path, workers: int, epochs: int, batch_size: int, 
     started = time.perf_counter()
     if workers == 0:
         with (logs / "none.log").open("w") as log:
-            processes = [subprocess.Popen([sys.executable, "-m", "edgecxr.cli", "train", *args],
+            processes = [subprocess.Popen([*python_module("edgecxr.cli"), "train", *args],
                                           stdout=log, stderr=subprocess.STDOUT,
                                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"})]
     else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.run_folder import EXPORT_DIR
+from edgecxr.edge_runtime.python_command import python_module
 
 from .machine import describe, machine_info
 from .report import markdown_table
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = [s for s in steps if s.name in wanted]
     data = resolve_data_dir(args.data)
     run = args.run or Path("runs") / f"memory-{args.preset}"
-    edgecxr = [sys.executable, "-m", "edgecxr.cli"]
+    edgecxr = python_module("edgecxr.cli")
     rows = []
     for step in steps:
         filled = step.args.format(run=run, data=data)

@@ -6,7 +6,9 @@ Here the two JSON-lines files of each pair are matched image by image: the label
 and the probabilities within the tolerance of the artifact (one int8 output step for an int8
 TFLite model, 1e-4 for fp32). Prints the agreement table; exit code 1 if any pair disagrees.
 
-    python -m edgecxr.benchmarks.pi_check NAME MODEL X86.jsonl ARM.jsonl [NAME MODEL X86 ARM ...]
+    python -m edgecxr.benchmarks.pi_check [--other NAME] NAME MODEL X86.jsonl ARM.jsonl [NAME MODEL X86 ARM ...]
+
+`make cpu-check` uses the same verdict for an emulated AVX2-only x86 CPU (`--other haswell`).
 """
 
 from __future__ import annotations
@@ -58,20 +60,21 @@ def tolerance_for(model: Path) -> float:
     return float(scale) if scale else FP32_TOLERANCE
 
 
-def compare(runtime: str, expected: dict[str, dict], got: dict[str, dict], tolerance: float) -> Agreement:
+def compare(runtime: str, expected: dict[str, dict], got: dict[str, dict], tolerance: float,
+            other: str = "arm64") -> Agreement:
     problems = []
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing:
-        problems.append(f"{len(missing)} image(s) missing on arm64, e.g. {missing[0]}")
+        problems.append(f"{len(missing)} image(s) missing on {other}, e.g. {missing[0]}")
     if extra:
-        problems.append(f"{len(extra)} image(s) only on arm64, e.g. {extra[0]}")
+        problems.append(f"{len(extra)} image(s) only on {other}, e.g. {extra[0]}")
     same, worst = 0, 0.0
     for key in sorted(set(expected) & set(got)):
         want, have = expected[key], got[key]
         if want["label"] == have["label"]:
             same += 1
         else:
-            problems.append(f"{key}: x86 {want['label']}, arm64 {have['label']}")
+            problems.append(f"{key}: x86 {want['label']}, {other} {have['label']}")
         if (want["probability"] is None) != (have["probability"] is None):
             problems.append(f"{key}: a probability on one machine only")
         elif want["probability"] is not None:
@@ -92,13 +95,16 @@ def table(rows: list[Agreement]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    other = "arm64"
+    if argv[:1] == ["--other"] and len(argv) > 1:
+        other, argv = argv[1], argv[2:]
     if not argv or len(argv) % 4:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     results = []
     for start in range(0, len(argv), 4):
         name, model, x86, arm = argv[start:start + 4]
-        results.append(compare(name, read_rows(Path(x86)), read_rows(Path(arm)), tolerance_for(Path(model))))
+        results.append(compare(name, read_rows(Path(x86)), read_rows(Path(arm)), tolerance_for(Path(model)), other))
     print(table(results))
     for row in results:
         for problem in row.problems[:10]:

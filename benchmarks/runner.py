@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edgecxr.edge_runtime.python_command import python_module
 
 from .artifacts import Candidate
 from .worker import FIRST_PREDICTION_MARKER
@@ -54,7 +55,7 @@ class WorkerRun:
 
 def worker_command(candidate: Candidate, threads: int, images_file: Path, out: Path, settings: WorkerSettings) -> list[str]:
     return [
-        sys.executable, "-m", "edgecxr.benchmarks.worker",
+        *python_module("edgecxr.benchmarks.worker"),
         "--model", str(Path(candidate.path).resolve()),
         "--images", str(images_file),
         "--out", str(out),

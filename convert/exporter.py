@@ -219,7 +219,8 @@ def build_artifact(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict
 def verify_file(plan: ExportFormat, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> tuple[dict, str]:
     """Run the artifact in its real runtime on the verification images; raise if out of tolerance."""
     probs, runtime = artifact_probabilities(path, metadata, ctx.verification.inputs)
-    comparison = compare(ctx.reference_probs, probs, ctx.verification.known_labels(), metadata.threshold)
+    comparison = compare(ctx.reference_probs, probs, ctx.verification.known_labels(), metadata.threshold,
+                         band=plan.tolerance.threshold_band)
     comparison["tolerance"] = plan.tolerance.describe()
     found = problems(comparison, plan.quantization)
     if found:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def compare(reference_probs, artifact_probs, labels, threshold: float) -> dict:
+def compare(reference_probs, artifact_probs, labels, threshold: float, band: float = 0.0) -> dict:
     """Label agreement at `threshold`, probability differences, and the accuracy of each model.
 
-    `labels` may be None when the images are unlabelled; accuracies are then omitted.
+    `labels` may be None when the images are unlabelled; accuracies are then omitted. `band` also
+    gives the agreement on the images whose reference probability is further than `band` from the
+    threshold (`agreement_away`; 1.0 when no image is), the one verification holds to.
     """
     reference = np.asarray(reference_probs, dtype=np.float64).reshape(-1)
     artifact = np.asarray(artifact_probs, dtype=np.float64).reshape(-1)
@@ -22,6 +24,7 @@ def compare(reference_probs, artifact_probs, labels, threshold: float) -> dict:
     artifact_pred = artifact >= threshold
     difference = np.abs(reference - artifact)
     finite = np.isfinite(artifact)
+    away = np.abs(reference - threshold) > band
     result = {
         "n_images": int(reference.size),
         "threshold": float(threshold),
@@ -29,6 +32,9 @@ def compare(reference_probs, artifact_probs, labels, threshold: float) -> dict:
         "disagreements": int(np.sum(reference_pred != artifact_pred)),
         "max_abs_diff": float(np.max(difference)) if finite.all() else float("inf"),
         "mean_abs_diff": float(np.mean(difference)) if finite.all() else float("inf"),
+        "band": float(band),
+        "near_threshold": int(np.sum(~away)),
+        "agreement_away": float(np.mean(reference_pred[away] == artifact_pred[away])) if away.any() else 1.0,
         "reference_positive_rate": float(np.mean(reference_pred)),
         "artifact_positive_rate": float(np.mean(artifact_pred)),
     }

@@ -12,9 +12,11 @@ def problems(comparison: dict, quantization: str) -> list[str]:
     """Why an artifact fails its tolerance (empty when it passes)."""
     tolerance = tolerance_of(quantization)
     found = []
-    if tolerance.min_agreement is not None and comparison["agreement"] < tolerance.min_agreement:
-        found.append(f"agrees with the Keras model on {comparison['agreement']:.1%} of "
-                     f"{comparison['n_images']} images (needs {tolerance.min_agreement:.0%})")
+    agreement = comparison.get("agreement_away", comparison["agreement"])
+    if tolerance.min_agreement is not None and agreement < tolerance.min_agreement:
+        counted = comparison["n_images"] - comparison.get("near_threshold", 0)
+        found.append(f"agrees with the Keras model on {agreement:.1%} of {counted} images "
+                     f"away from the threshold (needs {tolerance.min_agreement:.0%})")
     if tolerance.max_abs_diff is not None and not comparison["max_abs_diff"] <= tolerance.max_abs_diff:
         found.append(f"differs from the Keras model by up to {comparison['max_abs_diff']:.3g} in probability "
                      f"(allowed {tolerance.max_abs_diff:g})")

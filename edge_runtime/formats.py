@@ -6,6 +6,18 @@ Keras probabilities to 1e-4 (only float rounding differs). fp16 weights are roun
 significant bits, which moves probabilities by about 1e-3: at least 99 % label agreement and at
 most 0.05 in probability. Dynamic-range and int8 models quantize weights (and activations) to 8
 bits; probabilities move by a few hundredths, so they are held to label agreement only (98 %).
+
+Agreement is counted on the images whose Keras probability lies further from the threshold than
+the format's `threshold_band`: closer than that, which side an image falls on is decided by
+rounding, and rounding differs between CPUs of one machine kind (AVX2 and AVX-512 kernels in
+oneDNN and XNNPACK). A tiny model whose probabilities crowd the threshold then fails on one host
+and passes on another, while a real model has few such images (the compact and Lite0 runs in
+docs/results.md: under 2 % of 500 validation films within either band). The bands:
+- fp16: 0.01, about 1.5x the largest fp16 |dp| measured on the real models (0.0034 compact,
+  0.0067 Lite0, 500 validation films each): nearer the threshold a flip is within fp16's own error.
+- dynamic and int8: 2/256, one step of the 8-bit output (a sigmoid output quantized over [0, 1]
+  in 256 steps) plus the one step by which kernels of two CPUs may round apart.
+fp32 has no band: its flips would be bugs, and its max |dp| check holds it anyway.
 ONNX fp16 and dynamic-range models run poorly on ARM CPUs with onnxruntime: not offered.
 """
 
@@ -22,11 +34,13 @@ QUANT_TAGS = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int
 class Tolerance:
     min_agreement: float | None = None
     max_abs_diff: float | None = None
+    threshold_band: float = 0.0  # agreement is counted only on images further than this from the threshold
 
     def describe(self) -> str:
         parts = []
         if self.min_agreement is not None:
-            parts.append(f"agreement >= {self.min_agreement:.0%}")
+            away = f" away from the threshold (|p - t| > {self.threshold_band:.3g})" if self.threshold_band else ""
+            parts.append(f"agreement >= {self.min_agreement:.0%}{away}")
         if self.max_abs_diff is not None:
             parts.append(f"max |dp| <= {self.max_abs_diff:g}")
         return ", ".join(parts)
@@ -54,8 +68,8 @@ class ExportFormat:
 
 
 _FP32 = Tolerance(max_abs_diff=1e-4)
-_FP16 = Tolerance(min_agreement=0.99, max_abs_diff=0.05)
-_8BIT = Tolerance(min_agreement=0.98)
+_FP16 = Tolerance(min_agreement=0.99, max_abs_diff=0.05, threshold_band=0.01)
+_8BIT = Tolerance(min_agreement=0.98, threshold_band=2 / 256)
 TFLITE_RUNTIME = "LiteRT (ai-edge-litert) or tflite-runtime"
 ONNX_RUNTIME = "onnxruntime"
 

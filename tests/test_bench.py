@@ -36,6 +36,7 @@ MACHINE_FIELDS = {"cpu_model", "logical_cores", "os", "python", "versions", "dat
 ALTERED = "model_altered.tflite"
 BROKEN = "model_broken.onnx"
 MISSING = "model_fp16.tflite"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def altered_tflite(run: Path, target: Path, images: list[Path]) -> np.ndarray:
@@ -245,3 +246,44 @@ def test_timing_summary_and_strict_json():
     assert summary["throughput_ips"] == pytest.approx(200.0)
     assert summary["latency_ms_per_image"] == pytest.approx(5.0)
     assert json_safe({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
+
+
+@pytest.mark.slow
+def test_bench_runs_from_the_repository_root_against_a_regular_install(bench_setup, tiny_kaggle, tmp_path):
+    """`python -m` puts the working directory first on sys.path: from the repository root the source tree's
+    edgecxr/ (cli.py alone; package-dir maps the rest) shadowed a regular install, and every worker of
+    `edgecxr bench` failed to import edgecxr.benchmarks. A virtualenv holds a regular (non-editable) wheel
+    of this checkout; its third-party packages come from this interpreter's site-packages, added as a plain
+    path so that the editable install's own .pth hook there is not run."""
+    import site
+    import sysconfig
+
+    wheels = tmp_path / "wheel"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (wheel,) = wheels.glob("edgecxr-*.whl")
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                                "--no-index", "--quiet", str(wheel)], capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    shared = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if Path(p).is_dir()]
+    (Path(purelib) / "shared_packages.pth").write_text("".join(f"{p}\n" for p in shared))
+    where = subprocess.run([python, "-c", "import edgecxr.benchmarks, sys; print(edgecxr.benchmarks.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert where.returncode == 0 and where.stdout.startswith(str(venv)), where.stdout + where.stderr
+
+    out = tmp_path / "bench"
+    done = subprocess.run([venv / "bin" / "edgecxr", "bench", str(bench_setup["run"]), "--data", str(tiny_kaggle),
+                           "--formats", "tflite-int8", "--batch-sizes", "1", "--warmup", "1", "--repeats", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((out / JSON_FILE).read_text())["rows"]
+    assert {r["file"] for r in rows} == {"model.keras", "model_int8.tflite"}
+    # The int8 file was exported unverified (bench_setup says why); every row was measured by its worker.
+    assert all(r["status"] in ("ok", "unverified") and r["latency_ms_p50"] for r in rows), \
+        [(r["file"], r["status"], r["reason"]) for r in rows]

@@ -17,6 +17,8 @@ from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.metadata import read_metadata, sha256_file, write_metadata
 
+pytestmark = pytest.mark.numeric
+
 
 def sigmoid(z):
     return 1 / (1 + np.exp(-np.asarray(z, dtype=np.float64)))

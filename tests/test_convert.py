@@ -19,12 +19,13 @@ from edgecxr.convert.fidelity import compare
 from edgecxr.convert.plan import plan_artifacts
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.convert.verify import problems, verification_table
+from edgecxr.edge_runtime.formats import tolerance_of
 from edgecxr.edge_runtime.backends import TFLiteBackend, open_backend, output_roles
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LabelledImage
 from edgecxr.edge_runtime.metadata import read_metadata, sha256_file, write_metadata
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.numeric]
 
 ALL_SIX = ["model_fp32.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
            "model_fp32.onnx", "model_int8.onnx"]
@@ -358,6 +359,26 @@ def test_tolerances():
     assert problems(compare([0.1, 0.9], [0.1002, 0.9], None, 0.5), "none")
     one_class = compare([0.1, 0.9] * 50, [0.9, 0.9] * 50, None, 0.5)
     assert any("one class" in p for p in problems(one_class, "int8"))
+
+
+def test_flips_within_the_band_around_the_threshold_are_not_counted():
+    """A tiny model's probabilities crowd its threshold; where it sits within rounding of it, which side an
+    image falls on differs between CPUs, so only images further from it count (formats.py says why)."""
+    band = tolerance_of("int8").threshold_band
+    reference = [0.1, 0.9] * 49 + [0.5 + band / 2, 0.5 - band / 2]  # two flips, both within the band
+    artifact = [0.1, 0.9] * 49 + [0.5 - band / 2, 0.5 + band / 2]
+    near = compare(reference, artifact, None, 0.5, band=band)
+    assert near["agreement"] == 0.98 and near["near_threshold"] == 2 and near["agreement_away"] == 1.0
+    assert problems(near, "int8") == []
+    # The same two flips a little further out are the artifact's fault, and fail it.
+    far = compare([0.1, 0.9] * 49 + [0.5 + 2 * band] * 2, [0.1, 0.9] * 49 + [0.5 - 2 * band] * 2, None, 0.5,
+                  band=band)
+    assert far["near_threshold"] == 0 and far["agreement_away"] == 0.98
+    three = compare([0.1, 0.9] * 48 + [0.5 + 2 * band] * 4, [0.1, 0.9] * 48 + [0.5 - 2 * band] * 4, None, 0.5,
+                    band=band)
+    assert any("96.0% of 100 images away from the threshold" in p for p in problems(three, "int8"))
+    # fp32 has no band: every flip counts.
+    assert tolerance_of("none").threshold_band == 0
 
 
 def test_plan_names_and_choices():

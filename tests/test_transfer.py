@@ -15,7 +15,7 @@ from edgecxr.train.hparams import TrainConfig
 from edgecxr.train.transfer import BACKBONES, build_transfer_model, resolve_weights
 from edgecxr.train.transfer_training import check_options, find_cut, pass_batches
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.numeric]
 
 SIZE = 64  # small enough for a CPU test, large enough for every backbone's five stride-2 stages
 

@@ -143,7 +143,7 @@ done
 
 set +e
 say "5/5 arm64 (qemu $QEMU_CPU) against x86_64, image by image"
-"$BIN/python" -m edgecxr.benchmarks.pi_check \
+"$BIN/python" -P -m edgecxr.benchmarks.pi_check \
     "LiteRT int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/model_int8.tflite.jsonl" "$WORK/arm64/litert-model_int8.tflite.jsonl" \
     "tflite-runtime 2.14 int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/tflite-runtime-model_int8.tflite.jsonl" "$WORK/arm64/tflite-runtime-model_int8.tflite.jsonl" \
     "onnxruntime fp32 ONNX" "$run/export/model_fp32.onnx" "$WORK/x86/model_fp32.onnx.jsonl" "$WORK/arm64/litert-model_fp32.onnx.jsonl" \
