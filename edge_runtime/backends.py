@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgecxrError, MissingDependencyError
+from .errors import MetadataError, EdgecxrError, MissingDependencyError
 from .formats import EDGE_SUFFIXES
 from .metadata import ModelMetadata, read_metadata
 from .native_logs import runtime_logs_silenced
@@ -110,6 +110,10 @@ class TFLiteBackend:
         return np.dtype(self.input["dtype"]).name
 
     @property
+    def input_hwc(self) -> list:
+        return [int(d) for d in self.input["shape"][1:]]
+
+    @property
     def feature_dim(self) -> int | None:
         """Length of the feature vector the graph exports, or None for a probability-only model."""
         return None if self.feature_output is None else int(self.feature_output["shape"][-1])
@@ -190,6 +194,10 @@ class OnnxBackend:
     def input_dtype(self) -> str:
         return self.session.get_inputs()[0].type.replace("tensor(", "").rstrip(")")
 
+    @property
+    def input_hwc(self) -> list:
+        return list(self.session.get_inputs()[0].shape[1:])  # a symbolic axis is a name, not an int
+
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         inputs = np.asarray(inputs, dtype=np.float32)
         (raw,) = self.session.run([self.output_name], {self.input_name: inputs})
@@ -220,4 +228,17 @@ def open_backend(path: str | Path, threads: int | None = None, trust: bool = Fal
             f"{path.name}: the edge runtime runs {' and '.join(EDGE_SUFFIXES)} models "
             f"(a .keras model needs the [train] extra: edgecxr evaluate)"
         )
-    return backend(path, threads=threads, trust=trust)
+    opened = backend(path, threads=threads, trust=trust)
+    check_input_shape(opened)
+    return opened
+
+
+def check_input_shape(backend) -> None:
+    """The graph's input must be what the metadata's preprocessing makes: otherwise every film would fail
+    inside the runtime (an edited or mismatched metadata file), so the model is refused once, here."""
+    expected = list(backend.metadata.preprocessing.input_shape)
+    found = backend.input_hwc
+    if len(found) != len(expected) or any(isinstance(f, int) and f != e for f, e in zip(found, expected)):
+        raise MetadataError(f"{backend.path.name} takes input {'x'.join(map(str, found))}, but its metadata's "
+                            f"preprocessing makes {'x'.join(map(str, expected))}: the metadata belongs to another "
+                            f"model; re-export it")

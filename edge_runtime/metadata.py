@@ -2,6 +2,10 @@
 
 It records everything needed to run the model correctly (labels, preprocessing, threshold) and
 the model file's sha256, so a model is never run with the wrong preprocessing or a swapped file.
+A seal, the sha256 of the rest of the document (model hash included) in canonical JSON, covers
+every field: an edited threshold, label, preprocessing step, gate reference or commissioning
+record is refused like a changed model. It guards against careless hands, not a forger (anyone can
+recompute it); a signed manifest would be the step for that.
 Exported artifacts also carry the feature reference of the input gate and site monitor
 (feature_reference.py); a model exported before them has none and still runs.
 """
@@ -13,12 +17,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from .atomic import json_safe, write_json_atomic
 from .errors import MetadataError
 from .feature_reference import FeatureReference
 from .preprocessing import PreprocessSpec
 
 SCHEMA = "edgecxr.model/1"
+SEAL_KEY = "seal"
+TRUST_HINT = "re-export the model (edgecxr convert or commission), or pass --trust to run it anyway"
 
 
 def metadata_path(model_path: str | Path) -> Path:
@@ -50,6 +56,8 @@ class ModelMetadata:
     details: dict = field(default_factory=dict)
     # What the model's features look like on X-rays: the learned input check and the site monitor.
     feature_reference: FeatureReference | None = None
+    # Why the file or its metadata cannot be vouched for, when read with the checks off (--trust).
+    unverified: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def commissioning(self) -> dict | None:
@@ -104,18 +112,43 @@ class ModelMetadata:
         )
 
 
+def seal_of(document: dict) -> str:
+    """sha256 of everything but the seal, as canonical JSON (sorted keys, no spaces)."""
+    body = {key: value for key, value in document.items() if key != SEAL_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
 def write_metadata(model_path: str | Path, metadata: ModelMetadata) -> Path:
-    """Stamp the metadata with the model file's name and sha256 and write it next to the model."""
+    """Stamp the metadata with the model file's name and sha256, seal it and write it next to the model."""
     model_path = Path(model_path)
     metadata.model_file = model_path.name
     metadata.sha256 = sha256_file(model_path)
     target = metadata_path(model_path)
-    write_json_atomic(target, metadata.to_dict(), number_lists_on_one_line=True)
+    # Sealed as it will read back: through JSON, so numpy numbers and tuples are what the reader sees.
+    document = json.loads(json.dumps(json_safe(metadata.to_dict()), allow_nan=False))
+    document[SEAL_KEY] = seal_of(document)
+    write_json_atomic(target, document, number_lists_on_one_line=True)
     return target
 
 
+def integrity_problems(model_path: Path, document: dict) -> list[str]:
+    """Why this model and metadata are not the pair `write_metadata` wrote (empty when they are)."""
+    name = metadata_path(model_path).name
+    found = []
+    if document.get(SEAL_KEY) is None:
+        found.append(f"{name} has no seal (written by hand or by an edgecxr before 0.1 sealed its metadata)")
+    elif document[SEAL_KEY] != seal_of(document):
+        found.append(f"{name} was edited after it was written (its seal does not match: threshold, labels, "
+                     f"preprocessing or gate may not be the validated ones)")
+    if sha256_file(model_path) != document.get("sha256"):
+        found.append(f"{model_path.name} does not match the sha256 in {name} (file changed or swapped)")
+    return found
+
+
 def read_metadata(model_path: str | Path, verify_sha256: bool = True) -> ModelMetadata:
-    """Load and validate the metadata of `model_path`; refuse a model whose bytes do not match."""
+    """Load and validate the metadata of `model_path`; refuse a model whose bytes or metadata do not
+    match what was written. With `verify_sha256` off (--trust) the reasons are kept in `unverified`."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise MetadataError(f"model file not found: {model_path}")
@@ -126,12 +159,10 @@ def read_metadata(model_path: str | Path, verify_sha256: bool = True) -> ModelMe
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MetadataError(f"{path.name} is not valid JSON: {exc}") from None
+    problems = integrity_problems(model_path, data) if isinstance(data, dict) and data.get("schema") == SCHEMA else []
+    if problems and verify_sha256:
+        # Before the fields are interpreted: an edited field is reported as an edit, whatever it says.
+        raise MetadataError(f"{'; '.join(problems)}; {TRUST_HINT}")
     metadata = ModelMetadata.from_dict(data, source=path.name)
-    if verify_sha256:
-        actual = sha256_file(model_path)
-        if actual != metadata.sha256:
-            raise MetadataError(
-                f"{model_path.name} does not match the sha256 in {path.name} (file changed or "
-                f"swapped); re-export it, or pass --trust to run it anyway"
-            )
+    metadata.unverified = problems
     return metadata

@@ -143,9 +143,17 @@ class Predictor:
     @classmethod
     def open(cls, model_path: str | Path, threads: int | None = None, trust: bool = False,
              threshold: float | None = None, reduced_decode: bool = False) -> "Predictor":
-        """Load a .tflite or .onnx model; its metadata must exist and (unless `trust`) match its sha256."""
-        return cls(open_backend(model_path, threads=threads, trust=trust), threshold=threshold,
-                   reduced_decode=reduced_decode)
+        """Load a .tflite or .onnx model; its metadata must exist and (unless `trust`) match its sha256 and
+        seal. With `trust` it says so on stderr every time: a station left running that way must not be silent."""
+        predictor = cls(open_backend(model_path, threads=threads, trust=trust), threshold=threshold,
+                        reduced_decode=reduced_decode)
+        if trust:
+            from .console import console
+
+            found = "; ".join(predictor.metadata.unverified) or "its sha256 and seal match today"
+            console.print(f"[yellow]warning: --trust: {Path(model_path).name} runs unchecked: {found}[/yellow]",
+                          highlight=False, soft_wrap=True)
+        return predictor
 
     @property
     def runtime(self) -> str:

@@ -176,3 +176,14 @@ def _convert_here(run: Path, folder: str = "edge_test_export") -> dict[str, Path
     write_metadata(int8_path, md)
     built["int8.onnx"] = int8_path
     return built
+
+
+def write_resealed(model: Path, document: dict) -> None:
+    """Write a hand-edited metadata document with a fresh seal: for tests of what the reader does with a
+    field's value (an unsealed edit is refused before its fields are read; test_sealed_metadata.py)."""
+    import json
+
+    from edgecxr.edge_runtime.metadata import SEAL_KEY, metadata_path, seal_of
+
+    document = {**document, SEAL_KEY: seal_of(document)}
+    metadata_path(model).write_text(json.dumps(document))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cli_runner import run_cli
-from edge_artifacts import edge_artifacts
+from edge_artifacts import edge_artifacts, write_resealed
 from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, sha256_file
 from edgecxr.edge_runtime.preprocessing import scale_pixels
 from edgecxr.edge_runtime.folders import labelled_images
@@ -185,7 +185,7 @@ def test_a_model_from_another_run_is_refused_and_nothing_is_written(tiny_run, si
     model = model_copy(edge_artifacts(tiny_run)["int8.tflite"], tmp_path / "models")
     data = json.loads(metadata_path(model).read_text())
     data["details"]["source_sha256"] = "0" * 64  # exported from some other model.keras
-    metadata_path(model).write_text(json.dumps(data))
+    write_resealed(model, data)
     code, _, err = run_cli(monkeypatch, capsys, "commission", model, site, "--renormalise", tiny_run)
     one_line_error(code, err, "was not exported from this run's model.keras")
     assert sorted(p.name for p in model.parent.iterdir()) == ["model_int8.tflite", "model_int8.tflite.json"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from edge_artifacts import edge_artifacts, gated_artifacts, legacy_artifacts
+from edge_artifacts import edge_artifacts, gated_artifacts, legacy_artifacts, write_resealed
 from edgecxr.edge_runtime.errors import MetadataError
 from edgecxr.edge_runtime.feature_reference import (FEATURES, INPUT_LAYOUT, conformal_threshold, fit_basis,
                                                    input_layout, min_calibration_images)
@@ -163,7 +163,7 @@ def test_an_inconsistent_reference_is_refused_in_one_line(gated, tmp_path):
     shutil.copy(gated["int8.tflite"], model)
     data = json.loads(metadata_path(gated["int8.tflite"]).read_text())
     data["feature_reference"][FEATURES]["variances"] = data["feature_reference"][FEATURES]["variances"][:-1]
-    metadata_path(model).write_text(json.dumps(data))
+    write_resealed(model, data)
     with pytest.raises(MetadataError, match="feature_reference.features is inconsistent"):
         read_metadata(model)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cli_runner import run_cli
-from edge_artifacts import edge_artifacts, gated_artifacts, legacy_artifacts
+from edge_artifacts import edge_artifacts, gated_artifacts, legacy_artifacts, write_resealed
 from edgecxr.edge_runtime.metadata import metadata_path
 from edgecxr.edge_runtime.predictor import Predictor
 
@@ -137,7 +137,7 @@ def test_missing_or_invalid_metadata_is_refused(models, tiny_kaggle, tmp_path, m
     model = copy_model(models["int8.tflite"], tmp_path / "badspec")
     md = json.loads(metadata_path(model).read_text())
     md["preprocessing"]["channels"] = 2
-    metadata_path(model).write_text(json.dumps(md))
+    write_resealed(model, md)
     code, _, err = run_cli(monkeypatch, capsys, "predict", model, image)
     assert code == 2 and "channels" in err
 
