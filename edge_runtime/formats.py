@@ -11,8 +11,8 @@ Agreement is counted on the images whose Keras probability lies further from the
 the format's `threshold_band`: closer than that, which side an image falls on is decided by
 rounding, and rounding differs between CPUs of one machine kind (AVX2 and AVX-512 kernels in
 oneDNN and XNNPACK). A tiny model whose probabilities crowd the threshold then fails on one host
-and passes on another, while a real model has few such images (the compact and Lite0 runs in
-docs/results.md: under 2 % of 500 validation films within either band). The bands:
+and passes on another, while a real model has few such images (`make demo`'s compact run,
+2026-12-03: 1 of its 500 verification films within each band). The bands:
 - fp16: 0.01, about 1.5x the largest fp16 |dp| measured on the real models (0.0034 compact,
   0.0067 Lite0, 500 validation films each): nearer the threshold a flip is within fp16's own error.
 - dynamic and int8: 2/256, one step of the 8-bit output (a sigmoid output quantized over [0, 1]
