@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from .decode_budget import check_deflated_dicom, check_pixels
 from .errors import ImageError
 
 MAGIC_OFFSET = 128
@@ -50,6 +51,7 @@ def decode_dicom(data: bytes, max_pixels: int) -> Image.Image:
 def _decode(pydicom, data: bytes, max_pixels: int) -> Image.Image:
     from pydicom.errors import InvalidDicomError
 
+    check_deflated_dicom(data)  # before pydicom inflates it whole
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -59,9 +61,10 @@ def _decode(pydicom, data: bytes, max_pixels: int) -> Image.Image:
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < 1 or columns < 1:
         raise ImageError("DICOM image has no pixels (Rows or Columns missing or 0)")
-    if rows * columns > max_pixels:  # before the pixels are decoded: a bomb guard, as for other formats
-        raise ImageError(f"image too large: {columns}x{rows} = {rows * columns / 1e6:.1f} MP "
-                         f"(limit {max_pixels / 1e6:.0f} MP)")
+    # Before the pixels are decoded (a JPEG 2000 or RLE stream expands to this): the budget of every format.
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    allocated = int(ds.get("BitsAllocated", 8) or 8)
+    check_pixels(columns, rows, samples * max(1, allocated // 8), max_pixels)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ImageError(f"multi-frame DICOM ({frames} frames): one film per file is expected; "
@@ -117,7 +120,8 @@ def _display_values(stored: np.ndarray, ds, photometric: str) -> np.ndarray:
             values = apply_voi_lut(values, ds, prefer_lut=True)
     except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError) as exc:
         raise ImageError(f"DICOM VOI LUT or window cannot be applied: {_first_line(exc)}") from None
-    values = np.asarray(values, dtype=np.float64)
+    # One float64 copy, worked on in place: each temporary of a 20 MP film costs 160 MB (decode_budget.py).
+    values = np.array(values, dtype=np.float64)
     if low is None:
         if int(ds.get("BitsStored", 8)) <= 8 and "RescaleSlope" not in ds and "ModalityLUTSequence" not in ds:
             low, high = 0.0, 255.0
@@ -125,10 +129,17 @@ def _display_values(stored: np.ndarray, ds, photometric: str) -> np.ndarray:
             low, high = float(values.min()), float(values.max())
     if not np.isfinite(values).all():
         raise ImageError("DICOM pixel values are not finite after rescaling")
-    shown = np.zeros(values.shape) if high <= low else np.clip((values - low) / (high - low), 0.0, 1.0)
+    if high <= low:
+        values[:] = 0.0
+    else:
+        values -= low
+        values /= high - low
+        np.clip(values, 0.0, 1.0, out=values)
     if photometric == "MONOCHROME1":  # minimum value is white: invert so bone is bright, as trained
-        shown = 1.0 - shown
-    return (shown * 255.0 + 0.5).astype(np.uint8)
+        np.subtract(1.0, values, out=values)
+    values *= 255.0
+    values += 0.5
+    return values.astype(np.uint8)
 
 
 def _voi_range(ds) -> tuple[float | None, float | None]:

@@ -25,13 +25,18 @@ def list_images(folder: Path) -> list[Path]:
 
     Files are chosen by suffix, plus suffix-less files that start like DICOM (PACS exports name
     films IM000001 and the like): whether they really decode is decided later, per file, so one
-    bad file is reported and skipped instead of stopping the listing.
+    bad file is reported and skipped instead of stopping the listing. A FIFO, device, socket or
+    dangling link among them is listed too, to be reported as skipped, never opened to peek.
     """
-    return sorted(
-        p for p in Path(folder).rglob("*")
-        if p.is_file() and not p.name.startswith(".")
-        and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and _starts_like_dicom(p)))
-    )
+    return sorted(p for p in Path(folder).rglob("*") if not p.name.startswith(".") and _looks_like_image(p))
+
+
+def _looks_like_image(path: Path) -> bool:
+    if path.is_dir():
+        return False
+    if not path.is_file():  # special file or dangling link: listed, so that it is reported
+        return path.suffix.lower() in IMAGE_SUFFIXES or not path.suffix
+    return path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and _starts_like_dicom(path))
 
 
 def _starts_like_dicom(path: Path) -> bool:

@@ -17,6 +17,7 @@ from .feature_reference import FeatureReference
 from .metrics import binary_metrics
 from .predictor import Prediction
 from .site_monitor import SHIFT, TOO_FEW, UNAVAILABLE, compare_with_reference
+from .text_cells import safe_cell
 
 CSV_FIELDS = ("path", "label", "probability", "threshold", "latency_ms", "error", "reason", "gate_distance",
               "warnings", "truth")
@@ -58,7 +59,7 @@ class CsvWriter:
     def write(self, prediction: Prediction, truth: str | None) -> None:
         row = record(prediction, truth)
         row["warnings"] = "; ".join(row["warnings"])
-        self._writer.writerow({key: "" if row.get(key) is None else row[key] for key in CSV_FIELDS})
+        self._writer.writerow({key: safe_cell(row.get(key)) for key in CSV_FIELDS})
 
     def close(self, success: bool = True) -> None:
         self._handle.close()

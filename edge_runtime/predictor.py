@@ -28,6 +28,7 @@ from .feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference
 from .images import ImageSource, image_warnings, open_image
 from .input_checks import ANALYSIS_SIDE, check_image
 from .preprocessing import preprocess, smallest_source_side
+from .text_cells import printable
 
 NOT_CXR = "not_cxr"
 
@@ -88,7 +89,7 @@ class Prediction:
 
 def source_name(source: ImageSource) -> str:
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return printable(source)
     if isinstance(source, (bytes, bytearray)):
         return "<bytes>"
     if isinstance(source, np.ndarray):

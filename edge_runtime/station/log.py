@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..text_cells import safe_cell
+
 LOG_FILE = "station.sqlite3"
 # The CSV export and the results list: every column but the monitored projection (numbers for the
 # site monitor, meaningless to a reader).
@@ -48,8 +50,6 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_day ON results(day);
 """
-# Text a spreadsheet would run as a formula if a cell starts with it (CSV injection).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -150,10 +150,3 @@ class StationLog:
                 buffer.truncate()
         yield buffer.getvalue()
 
-
-def safe_cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
