@@ -90,14 +90,27 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = No
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
+def csrf_token(base: str) -> str:
+    """The CSRF token the station's page reads (a client without the access token sends it back); empty
+    when the station will not give it (no access token), so the POST hears the station's own answer."""
+    try:
+        with urllib.request.urlopen(base + "/api/session", timeout=30) as response:
+            return json.loads(response.read())["csrf"]
+    except urllib.error.HTTPError:
+        return ""
+
+
 def post_files(base: str, files: list[tuple[str, bytes]], reference: str = "", token: str | None = None,
-               timeout: float = 300.0) -> tuple[int, dict]:
-    """POST files to /api/predict; (HTTP status, JSON body)."""
+               timeout: float = 300.0, csrf: str | None = None) -> tuple[int, dict]:
+    """POST files to /api/predict as the page does; (HTTP status, JSON body). Without the access token
+    the station's CSRF token goes with it (fetched when not given)."""
     body, content_type = multipart(files, {"reference": reference})
     request = urllib.request.Request(base + "/api/predict", data=body, method="POST",
                                      headers={"Content-Type": content_type})
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
+    else:
+        request.add_header("X-Edgecxr-CSRF", csrf if csrf is not None else csrf_token(base))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())

@@ -1,16 +1,21 @@
 """The station's routes: one page, its assets, and a small JSON API behind it (Starlette).
 
-Each upload is decoded once; the predictor (one interpreter, not thread-safe) runs behind a lock;
-the result is committed to the log before the answer leaves. File names are kept as text only:
-kept images are stored under their sha256, never under the name they came with.
+Each upload is read within its caps as it streams (uploads.py) and decoded once, inside one of a
+bounded number of decode slots (decode_budget.py), so memory is bounded whatever is sent; the predictor
+(one interpreter, not thread-safe) runs behind a lock; the result is committed to the log before the
+answer leaves. File names are kept as text only: kept images are stored under their sha256, never under
+the name they came with. Who may send what is guards.py's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import errno
 import hashlib
 import io
 import re
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -20,20 +25,21 @@ from pathlib import Path, PurePosixPath
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..atomic import atomic_path
+from ..decode_budget import DecodeSlots
 from ..errors import EdgecxrError, ImageError
 from ..heatmap import heatmap, overlay
 from ..images import image_warnings, open_image, to_grayscale
 from ..predictor import NOT_CXR, Predictor
 from ..site_monitor import compare_with_reference
-from . import auth
+from . import auth, guards
 from .card import commissioning_text, model_card
 from .log import Entry, StationLog
+from .uploads import MultiPartException, RequestTooLarge, read_form
 
 UNREADABLE = "unreadable"
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -54,6 +60,9 @@ MAX_REFERENCE = 100
 FORM_OVERHEAD = 64 * 1024
 # A refused upload up to this size is read and dropped before the answer; a larger one is cut off.
 DRAIN_LIMIT = 256 * 1024 * 1024
+PAGE_ROWS = 100  # the results list, newest first, a page at a time
+DISK_FULL = ("the station's disk is full: this result could not be logged, so it is not shown; free space in "
+             "the data folder, then upload again")
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,13 @@ class Station:
     """The loaded model, the log and the settings one server holds for its lifetime."""
 
     def __init__(self, predictor: Predictor, model_path: Path, data_dir: Path, token: str | None,
-                 keep_images: bool = False, limits: Limits = Limits(), heatmaps: bool = True):
+                 keep_images: bool = False, limits: Limits = Limits(), heatmaps: bool = True,
+                 slots: DecodeSlots | None = None):
         self.predictor = predictor
+        self.csrf = guards.new_csrf_token()
+        self.slots = slots or DecodeSlots()
+        # Bodies received at once: each may spool up to the request cap to disk while it arrives.
+        self.receiving = asyncio.Semaphore(2 * self.slots.slots)
         self.model_path = Path(model_path)
         self.data_dir = Path(data_dir)
         self.token = token
@@ -82,6 +96,13 @@ class Station:
     def monitor(self, probabilities, projections) -> tuple[str, str]:
         result = compare_with_reference(self.predictor.reference, projections, probabilities)
         return result.verdict, result.message
+
+    def analyse_upload(self, upload: UploadFile, file_name: str, reference: str) -> dict:
+        """Read one stored upload and analyse it inside a decode slot: at most `slots` films in memory."""
+        with self.slots:
+            upload.file.seek(0)
+            data = upload.file.read(self.limits.max_file_bytes + 1)
+            return self.analyse(data, file_name, reference)
 
     def analyse(self, data: bytes, file_name: str, reference: str) -> dict:
         """Decode, gate, predict (and map the evidence of) one upload; log it; return what the page shows."""
@@ -214,31 +235,49 @@ def create_app(station: Station) -> Starlette:
                     pass
             return error(413, f"upload too large: at most {limits.max_files} files of "
                               f"{limits.max_file_bytes // (1024 * 1024)} MB each")
-        try:
-            form = await request.form(max_files=limits.max_files, max_fields=4)
-        except HTTPException as exc:
-            return error(400, f"bad upload: {exc.detail}")
+        request_cap = limits.max_files * limits.max_file_bytes + FORM_OVERHEAD
+        async with station.receiving:
+            try:
+                form, parser = await read_form(request, limits.max_files, limits.max_file_bytes, request_cap)
+            except RequestTooLarge:
+                return error(413, f"upload too large: at most {limits.max_files} files of "
+                                  f"{limits.max_file_bytes // (1024 * 1024)} MB each")
+            except MultiPartException as exc:
+                return error(400, f"bad upload: {exc.message}")
         reference = "".join(ch for ch in str(form.get("reference") or "") if ch.isprintable()).strip()
         files = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
         if not files:
+            await form.close()
             return error(400, "no file in the upload")
         results = []
         try:
             for upload in files:
                 name = clean_name(upload.filename)
-                data = await upload.read()
-                if len(data) > limits.max_file_bytes:
+                arrived = parser.arrived(upload)
+                if arrived > limits.max_file_bytes:
                     results.append({"file_name": name, "result": "too_large", "label_text": "file too large",
-                                    "error": f"file too large: {len(data) / 1e6:.1f} MB (limit "
+                                    "error": f"file too large: {arrived / 1e6:.1f} MB (limit "
                                              f"{limits.max_file_bytes // (1024 * 1024)} MB)"})
                     continue
-                results.append(await run_in_threadpool(station.analyse, data, name, reference[:MAX_REFERENCE]))
+                results.append(await run_in_threadpool(station.analyse_upload, upload, name,
+                                                       reference[:MAX_REFERENCE]))
+        except (sqlite3.OperationalError, OSError) as exc:
+            if is_disk_full(exc):
+                return error(507, DISK_FULL)
+            raise
         finally:
             await form.close()
         return JSONResponse({"results": results})
 
+    async def session(request: Request) -> Response:
+        return JSONResponse({"csrf": station.csrf})
+
     async def results(request: Request) -> Response:
-        return JSONResponse({"rows": await run_in_threadpool(station.log.today)})
+        before = request.query_params.get("before")
+        if before is not None and not before.isdigit():
+            return error(400, "before must be a row id")
+        page = await run_in_threadpool(station.log.today_page, PAGE_ROWS, None if before is None else int(before))
+        return JSONResponse(page)
 
     async def card(request: Request) -> Response:
         return JSONResponse(station.card)
@@ -247,21 +286,28 @@ def create_app(station: Station) -> Starlette:
         day = request.query_params.get("day")
         if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
             return error(400, "day must be YYYY-MM-DD")
-        chunks = await run_in_threadpool(lambda: list(station.log.csv_chunks(day)))
         name = f"edgecxr-log-{day or 'all'}.csv"
-        return StreamingResponse(iter(chunks), media_type="text/csv; charset=utf-8",
+        # A sync iterator: Starlette runs it in a worker thread, one batch of rows at a time.
+        return StreamingResponse(station.log.csv_chunks(day), media_type="text/csv; charset=utf-8",
                                  headers={"content-disposition": f'attachment; filename="{name}"'})
 
     routes = [
         Route("/", page, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
         Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/session", session, methods=["GET"]),
         Route("/api/results", results, methods=["GET"]),
         Route("/api/card", card, methods=["GET"]),
         Route("/export.csv", export, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
-    return SecurityMiddleware(app, station.token)
+    return SecurityMiddleware(app, station.token, station.csrf)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc) or "database or disk is full" in str(exc)
 
 
 def host_name(header: str) -> str:
@@ -272,17 +318,24 @@ def host_name(header: str) -> str:
 
 
 class SecurityMiddleware:
-    """Every response gets the security headers; off loopback every request needs the token
-    (cookie, `Authorization: Bearer`, or `?token=` on the page's URL)."""
+    """Every response gets the security headers; off loopback (or behind a proxy) every request needs the
+    token (cookie, `Authorization: Bearer`, or `?token=` on the page's URL only); every state-changing
+    request must come from the station's own page (guards.py)."""
 
-    def __init__(self, app, token: str | None):
+    def __init__(self, app, token: str | None, csrf: str):
         self.app = app
         self.token = token
+        self.csrf = csrf
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
+        if self.token is None and guards.forwarded(request.headers):
+            response = Response("this station is behind a proxy but requires no access token: restart it with "
+                                "--behind-proxy (docs/station.md)\n", status_code=403,
+                                media_type="text/plain; charset=utf-8")
+            return await self._with_headers(response)(scope, receive, send)
         if self.token is None and not auth.is_loopback(host_name(request.headers.get("host", ""))):
             # Without a token the station trusts only this machine; a page elsewhere that re-points its
             # own domain name at 127.0.0.1 (DNS rebinding) arrives with its own Host and is turned away.
@@ -292,6 +345,10 @@ class SecurityMiddleware:
         if self.token is not None and not self._authorised(request):
             response = Response("access token required: open the URL that edgecxr serve printed (it ends in "
                                 "?token=...)\n", status_code=401, media_type="text/plain; charset=utf-8")
+            return await self._with_headers(response)(scope, receive, send)
+        refused = guards.cross_site_reason(request.method, request.headers, self.csrf, self._bearer(request))
+        if refused is not None:
+            response = JSONResponse({"error": refused}, status_code=403)
             return await self._with_headers(response)(scope, receive, send)
 
         async def send_with_headers(message):
@@ -308,9 +365,13 @@ class SecurityMiddleware:
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    def _authorised(self, request: Request) -> bool:
-        presented = [request.cookies.get(auth.COOKIE), request.query_params.get(auth.QUERY)]
+    def _bearer(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            presented.append(header[7:].strip())
-        return any(auth.token_matches(self.token, value) for value in presented)
+        return (self.token is not None and header.lower().startswith("bearer ")
+                and auth.token_matches(self.token, header[7:].strip()))
+
+    def _authorised(self, request: Request) -> bool:
+        presented = [request.cookies.get(auth.COOKIE)]
+        if request.url.path == "/":  # the printed URL; a token in any other URL would end up in logs
+            presented.append(request.query_params.get(auth.QUERY))
+        return self._bearer(request) or any(auth.token_matches(self.token, value) for value in presented)

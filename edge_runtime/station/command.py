@@ -26,6 +26,8 @@ def serve(
     max_files: int = typer.Option(20, min=1, max=1000, help="Most files in one upload."),
     threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's "
                                           "choice)."),
+    behind_proxy: bool = typer.Option(False, "--behind-proxy", help="A reverse proxy (TLS) forwards to this "
+                                      "station: require the access token even on loopback."),
 ):
     """Serve the clinic station: a web page to upload X-rays (JPEG, PNG, DICOM) and see each result,
     its probability, the input gate's and site monitor's messages and a heat map, with a log of every
@@ -36,4 +38,5 @@ def serve(
     from .server import run
 
     run(model, host=host, port=port, data_dir=data_dir, keep_images=keep_images, token_file=token_file,
-        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=not no_heatmap)
+        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=not no_heatmap,
+        behind_proxy=behind_proxy)

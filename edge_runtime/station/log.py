@@ -86,6 +86,10 @@ class StationLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # The site monitor's sample of the current day, read from the log once and then appended to:
+        # a result never re-reads the day.
+        self._sample_day: str | None = None
+        self._sample: tuple[list[float], list[list[float]]] = ([], [])
 
     def close(self) -> None:
         with self._lock:
@@ -97,11 +101,18 @@ class StationLog:
         now = datetime.now(timezone.utc)
         day = local_day(now)
         with self._lock:
-            probabilities, projections = self._day_sample(day)
-            if entry.projection is not None and entry.probability is not None:
+            if self._sample_day != day:
+                self._sample_day, self._sample = day, self._day_sample(day)
+            probabilities, projections = self._sample
+            sampled = entry.projection is not None and entry.probability is not None
+            if sampled:
                 probabilities.append(entry.probability)
                 projections.append(list(entry.projection))
-            verdict, message = monitor(probabilities, projections)
+            try:
+                verdict, message = monitor(probabilities, projections)
+            except BaseException:
+                self._drop_last(sampled)
+                raise
             row = {
                 "time": now.isoformat(timespec="milliseconds"), "day": day, "reference": entry.reference,
                 "file_name": entry.file_name, "image_sha256": entry.image_sha256, "result": entry.result,
@@ -114,10 +125,19 @@ class StationLog:
             names = ", ".join(row)
             marks = ", ".join("?" * len(row))
             # Autocommit mode: the INSERT is its own transaction, durable when execute returns.
-            cursor = self._db.execute(f"INSERT INTO results ({names}) VALUES ({marks})", tuple(row.values()))
+            try:
+                cursor = self._db.execute(f"INSERT INTO results ({names}) VALUES ({marks})", tuple(row.values()))
+            except BaseException:  # not logged (a full disk): not in the sample either
+                self._drop_last(sampled)
+                raise
             row["id"] = cursor.lastrowid
         row.pop("projection")
         return row
+
+    def _drop_last(self, sampled: bool) -> None:
+        if sampled:
+            self._sample[0].pop()
+            self._sample[1].pop()
 
     def _day_sample(self, day: str) -> tuple[list[float], list[list[float]]]:
         rows = self._db.execute("SELECT probability, projection FROM results WHERE day = ? AND projection IS NOT "
@@ -137,16 +157,43 @@ class StationLog:
     def today(self) -> list[dict]:
         return self.rows(local_day(datetime.now(timezone.utc)))
 
-    def csv_chunks(self, day: str | None = None) -> Iterator[str]:
-        """The log as CSV, oldest first, formula-like text cells quoted with a leading apostrophe."""
+    def today_page(self, limit: int, before: int | None = None) -> dict:
+        """At most `limit` of today's rows older than row id `before` (newest first), the day's count, and
+        the id to ask for the next page with (None on the last)."""
+        day = local_day(datetime.now(timezone.utc))
+        query = f"SELECT {', '.join(COLUMNS)} FROM results WHERE day = ?"
+        args: tuple = (day,)
+        if before is not None:
+            query += " AND id < ?"
+            args += (before,)
+        with self._lock:
+            rows = [dict(r) for r in self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))]
+            total = self._db.execute("SELECT COUNT(*) FROM results WHERE day = ?", (day,)).fetchone()[0]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"rows": rows, "total": total, "next_before": rows[-1]["id"] if more else None}
+
+    def csv_chunks(self, day: str | None = None, batch: int = 500) -> Iterator[str]:
+        """The log as CSV, oldest first, formula-like text cells quoted with a leading apostrophe; read a
+        batch of rows at a time, so a long log is never held whole."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(COLUMNS)
-        for row in reversed(self.rows(day)):
-            writer.writerow([safe_cell(row[name]) for name in COLUMNS])
-            if buffer.tell() > 1 << 16:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+        last = 0
+        while True:
+            query = f"SELECT {', '.join(COLUMNS)} FROM results WHERE id > ?"
+            args: tuple = (last,)
+            if day is not None:
+                query += " AND day = ?"
+                args += (day,)
+            with self._lock:
+                rows = self._db.execute(query + " ORDER BY id LIMIT ?", (*args, batch)).fetchall()
+            for row in rows:
+                writer.writerow([safe_cell(row[name]) for name in COLUMNS])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < batch:
+                return
+            last = rows[-1]["id"]
 

@@ -12,12 +12,21 @@ from . import auth
 from .app import Limits, Station, create_app
 
 
+# Idle time allowed between requests on one connection, and how long a graceful stop waits.
+KEEP_ALIVE_S = 5
+# The largest request head (request line and headers) h11 buffers before it refuses the request.
+MAX_HEAD_BYTES = 16 * 1024
+
+
 def run(model: Path, host: str, port: int, data_dir: Path, keep_images: bool, token_file: Path | None,
-        max_file_bytes: int, max_files: int, threads: int | None, heatmaps: bool = True) -> None:
+        max_file_bytes: int, max_files: int, threads: int | None, heatmaps: bool = True,
+        behind_proxy: bool = False) -> None:
     import uvicorn
 
+    from .protocol import GuardedH11Protocol, raise_descriptor_limit
+
     loopback = auth.is_loopback(host)
-    token = None if loopback and token_file is None else auth.load_token(token_file)
+    token = None if loopback and token_file is None and not behind_proxy else auth.load_token(token_file)
     predictor = Predictor.open(model, threads=threads)
     try:
         station = Station(predictor, Path(model), Path(data_dir), token, keep_images, Limits(max_file_bytes, max_files),
@@ -37,10 +46,13 @@ def run(model: Path, host: str, port: int, data_dir: Path, keep_images: bool, to
     else:
         how = f"from {token_file}" if token_file is not None else "generated for this run"
         console.print(f"open {url}?token={station.token}", highlight=False, soft_wrap=True)
-        where = "off loopback" if not loopback else "as --token-file was given"
+        where = ("off loopback" if not loopback else "behind a proxy" if behind_proxy
+                 else "as --token-file was given")
         console.print(f"access token required ({where}); token {how}", highlight=False)
+    GuardedH11Protocol.max_connections = raise_descriptor_limit()
     config = uvicorn.Config(create_app(station), host=host, port=port, log_level="warning", access_log=False,
-                            server_header=False, timeout_graceful_shutdown=5)
+                            server_header=False, timeout_graceful_shutdown=5, http=GuardedH11Protocol,
+                            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -65,6 +65,13 @@ function resultCard(item) {
   return card;
 }
 
+// The CSRF token only this page can read (same-origin); every POST carries it back.
+let csrfToken = null;
+async function csrf() {
+  if (csrfToken === null) csrfToken = (await getJSON("/api/session")).csrf;
+  return csrfToken;
+}
+
 async function upload(files) {
   const reference = $("#reference").value.trim();
   const list = Array.from(files);
@@ -75,7 +82,8 @@ async function upload(files) {
     form.append("file", list[i], list[i].name);
     let items;
     try {
-      const response = await fetch("/api/predict", { method: "POST", body: form, credentials: "same-origin" });
+      const response = await fetch("/api/predict", { method: "POST", body: form, credentials: "same-origin",
+                                                     headers: { "X-Edgecxr-CSRF": await csrf() } });
       if (!response.ok) throw new Error(await oneLine(response));
       items = (await response.json()).results;
     } catch (error) {
@@ -89,12 +97,14 @@ async function upload(files) {
 
 async function refreshDay() {
   try {
-    const rows = (await getJSON("/api/results")).rows;
+    // The newest page of the day's results (the CSV export has them all).
+    const page = await getJSON("/api/results");
+    const rows = page.rows;
     const body = $("#today tbody");
     body.replaceChildren(...rows.map((r) => el("tr", { "data-id": String(r.id) },
       el("td", {}, new Date(r.time).toLocaleTimeString()), el("td", {}, r.reference), el("td", {}, r.file_name),
       el("td", {}, r.result === "not_cxr" ? "not a chest X-ray" : r.result), el("td", {}, pct(r.probability)))));
-    $("#day-count").textContent = "(" + rows.length + ")";
+    $("#day-count").textContent = "(" + (page.total > rows.length ? rows.length + " newest of " : "") + page.total + ")";
   } catch (error) {
     $("#status").textContent = "could not load today's results: " + error.message;
   }
