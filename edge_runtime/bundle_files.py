@@ -88,6 +88,13 @@ LoadCredential=token:/etc/edgecxr/station.token
 DynamicUser=yes
 StateDirectory=edgecxr
 Restart=on-failure
+# Descriptors for the station's connection cap (2000, edge_runtime/station/protocol.py) and its own files;
+# memory for its decode slots at their budget (edge_runtime/decode_budget.py): past MemoryHigh the kernel
+# reclaims and slows it, at MemoryMax it is stopped and restarted instead of taking the Pi down.
+LimitNOFILE=4096
+MemoryHigh=768M
+MemoryMax=1G
+TasksMax=128
 
 [Install]
 WantedBy=multi-user.target
