@@ -5,7 +5,8 @@ the model file's sha256, so a model is never run with the wrong preprocessing or
 A seal, the sha256 of the rest of the document (model hash included) in canonical JSON, covers
 every field: an edited threshold, label, preprocessing step, gate reference or commissioning
 record is refused like a changed model. It guards against careless hands, not a forger (anyone can
-recompute it); a signed manifest would be the step for that.
+recompute it); a signed manifest would be the step for that. Metadata written before the seal
+existed has none: it is read, and running its model says once that it is unsealed (re-export it).
 Exported artifacts also carry the feature reference of the input gate and site monitor
 (feature_reference.py); a model exported before them has none and still runs.
 """
@@ -58,6 +59,8 @@ class ModelMetadata:
     feature_reference: FeatureReference | None = None
     # Why the file or its metadata cannot be vouched for, when read with the checks off (--trust).
     unverified: list[str] = field(default_factory=list, compare=False, repr=False)
+    # False for metadata written before edgecxr sealed it: read, with a warning where a model is run.
+    sealed: bool = field(default=True, compare=False, repr=False)
 
     @property
     def commissioning(self) -> dict | None:
@@ -136,9 +139,8 @@ def integrity_problems(model_path: Path, document: dict) -> list[str]:
     """Why this model and metadata are not the pair `write_metadata` wrote (empty when they are)."""
     name = metadata_path(model_path).name
     found = []
-    if document.get(SEAL_KEY) is None:
-        found.append(f"{name} has no seal (written by hand or by an edgecxr before 0.1 sealed its metadata)")
-    elif document[SEAL_KEY] != seal_of(document):
+    # No seal at all: written before edgecxr sealed its metadata (read, with a warning; see read_metadata).
+    if document.get(SEAL_KEY) is not None and document[SEAL_KEY] != seal_of(document):
         found.append(f"{name} was edited after it was written (its seal does not match: threshold, labels, "
                      f"preprocessing or gate may not be the validated ones)")
     if sha256_file(model_path) != document.get("sha256"):
@@ -165,4 +167,5 @@ def read_metadata(model_path: str | Path, verify_sha256: bool = True) -> ModelMe
         raise MetadataError(f"{'; '.join(problems)}; {TRUST_HINT}")
     metadata = ModelMetadata.from_dict(data, source=path.name)
     metadata.unverified = problems
+    metadata.sealed = data.get(SEAL_KEY) is not None
     return metadata

@@ -148,6 +148,12 @@ class Predictor:
         seal. With `trust` it says so on stderr every time: a station left running that way must not be silent."""
         predictor = cls(open_backend(model_path, threads=threads, trust=trust), threshold=threshold,
                         reduced_decode=reduced_decode)
+        if not predictor.metadata.sealed:
+            from .console import console
+
+            console.print(f"[yellow]warning: {Path(model_path).name}'s metadata is unsealed (written before "
+                          f"edgecxr sealed it): an edit to it would go unnoticed; re-export the model to seal "
+                          f"it[/yellow]", highlight=False, soft_wrap=True)
         if trust:
             from .console import console
 

@@ -83,16 +83,19 @@ def test_trust_runs_it_and_warns_on_every_run(tiny_run, film, tmp_path, monkeypa
     assert code == 0 and "runs unchecked: its sha256 and seal match" in " ".join(err.split())
 
 
-def test_a_resealed_edit_is_read_and_an_unsealed_file_is_refused(tiny_run, tmp_path):
+def test_a_resealed_edit_is_read_and_an_unsealed_file_is_read_with_a_warning(tiny_run, film, tmp_path,
+                                                                             monkeypatch, capsys):
     source = edge_artifacts(tiny_run)["int8.tflite"]
     model = edited_copy(source, tmp_path / "resealed", EDITS["threshold"])
     write_resealed(model, json.loads(metadata_path(model).read_text()))
     assert read_metadata(model).threshold == 0.99  # the writer's own path: sealed again
-    document = json.loads(metadata_path(source).read_text())
-    del document["seal"]
+    # Metadata from before the seal (existing run folders): read, and running it says it is unsealed.
     unsealed = edited_copy(source, tmp_path / "unsealed", lambda d: d.pop("seal"))
-    with pytest.raises(Exception, match="has no seal"):
-        read_metadata(unsealed)
+    assert read_metadata(unsealed).sealed is False and read_metadata(source).sealed is True
+    code, _, err = run_cli(monkeypatch, capsys, "predict", unsealed, film, "--json")
+    assert code == 0 and "metadata is unsealed" in " ".join(err.split())
+    code, _, err = run_cli(monkeypatch, capsys, "predict", source, film, "--json")
+    assert code == 0 and "unsealed" not in err
 
 
 def test_a_metadata_of_another_input_size_is_one_line_even_trusted(tiny_run, film, tmp_path, monkeypatch, capsys):
