@@ -3,7 +3,7 @@
 Starts `edgecxr serve MODEL` (heat maps on, as a clinic runs it) as a real subprocess for each scenario and
 reads the server's peak resident memory (VmHWM in /proc) after it:
 - one upload of each hostile file ≤ 40 MB: a deflated DICOM that inflates to 1 GiB, flat PNGs of just under
-  20 MP (8-bit gray, 16-bit gray, RGBA), 40 MB of noise named .png, a real film;
+  20 MP (8-bit gray, 16-bit gray, RGBA), 40 MB of noise named .png, a real film, and that film at 20 MP;
 - 16 such uploads in parallel (the PNG bombs and the DICOM bomb, mixed);
 - 1,000 connections that send half a request line and stop, then one real upload: its answer time.
 Goals: ≤ 600 MB for any single upload, ≤ 1 GB with 16 in parallel, the upload answered within 5 s.
@@ -51,7 +51,20 @@ def uploads(film: Path) -> dict[str, tuple[str, bytes]]:
         "PNG 20 MP RGBA": ("rgba.png", png_bomb(5000, 3999, "RGBA")),
         "40 MB of noise as .png": ("noise.png", b"\x89PNG\r\n\x1a\n" + os.urandom(40 * MB - 16)),
         "real film (JPEG)": (film.name, film.read_bytes()),
+        "real film upsampled to 20 MP (JPEG, gate accepts, heat map drawn)": ("big.jpeg", upsampled(film)),
     }
+
+
+def upsampled(film: Path) -> bytes:
+    """A real film at the pixel budget: what a full-size detector image costs the whole path."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(film) as image:
+        image.convert("L").resize((5000, 3999), Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def scenario(model: Path, work: Path, send) -> dict:
