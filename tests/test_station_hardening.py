@@ -5,8 +5,10 @@ and clients that never finish their headers. What held before keeps its tests in
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -272,3 +274,41 @@ def test_the_service_file_bounds_descriptors_and_memory():
     settings = dict(line.split("=", 1) for line in SERVICE.splitlines() if "=" in line and not line.startswith("#"))
     assert int(settings["LimitNOFILE"]) >= MAX_CONNECTIONS + SPARE_DESCRIPTORS
     assert settings["MemoryMax"] == "1G" and settings["MemoryHigh"].endswith("M")
+
+
+def test_decode_slots_follow_the_memory_available():
+    from edgecxr.edge_runtime.decode_budget import PEAK_PER_DECODE, DecodeSlots, decode_slots
+
+    assert decode_slots(available=1 << 30) == 1  # a 1 GB Pi: one film at a time
+    assert decode_slots(available=4 * 2 * PEAK_PER_DECODE) == min(2, __import__("os").cpu_count())
+    assert decode_slots(available=0) == 1
+    slots = DecodeSlots(1)
+    with slots:
+        assert not slots._semaphore.acquire(blocking=False)  # the second decode waits for the first
+    assert slots._semaphore.acquire(blocking=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (root)")
+def test_a_full_disk_is_said_as_such_and_nothing_unlogged_is_shown(model, tmp_path, xray_pool):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        process, base, _ = start_server(model, disk / "station", args=("--no-heatmap",))
+        try:
+            films = xray_paths(xray_pool, 2)
+            assert post_files(base, [(films[0].name, films[0].read_bytes())])[0] == 200
+            with (disk / "filler").open("wb") as filler:  # take every block that is left
+                try:
+                    while True:
+                        filler.write(b"\0" * 65536)
+                        filler.flush()
+                except OSError:
+                    pass
+            status, body = post_files(base, [(films[1].name, films[1].read_bytes())])
+            assert status == 507 and "disk is full" in body["error"], (status, body)
+        finally:
+            stop_server(process)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
