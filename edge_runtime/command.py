@@ -40,7 +40,8 @@ def predict(
     reduced_decode: bool = typer.Option(False, "--reduced-decode", help="Decode large JPEGs at reduced size: "
                                         "several times faster, but may change a label at the threshold.",
                                         rich_help_panel=INFERENCE),
-    trust: bool = typer.Option(False, help="Run a model even if its sha256 does not match its metadata.",
+    trust: bool = typer.Option(False, help="Run a model even if its sha256 or its metadata's seal does not "
+                               "match (warns on every run).",
                                rich_help_panel=INFERENCE),
 ):
     """Predict NORMAL or PNEUMONIA for images, or refuse one as not a chest X-ray, and check whether the
