@@ -40,7 +40,7 @@ from ..site_monitor import compare_with_reference
 from . import auth, guards
 from .card import commissioning_text, model_card
 from .log import Entry, StationLog
-from .uploads import MultiPartException, RequestTooLarge, read_form
+from .uploads import MultiPartException, RequestTooLarge, capped, read_form
 
 UNREADABLE = "unreadable"
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -235,8 +235,12 @@ def create_app(station: Station) -> Starlette:
             return error(411, "the upload must state its length")
         if int(length) > limits.max_files * limits.max_file_bytes + FORM_OVERHEAD:
             if int(length) <= DRAIN_LIMIT:
-                # Read and drop it, so the client hears the reason instead of a reset connection.
-                async for _ in request.stream():
+                # Read and drop it, so the client hears the reason instead of a reset connection; counted,
+                # since chunked framing may carry more than the length it states.
+                try:
+                    async for _ in capped(request.stream(), DRAIN_LIMIT):
+                        pass
+                except RequestTooLarge:
                     pass
             return error(413, f"upload too large: at most {limits.max_files} files of "
                               f"{limits.max_file_bytes // (1024 * 1024)} MB each")
