@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 LOG_FILE = "station.sqlite3"
 
@@ -33,7 +34,7 @@ def start_server(model: Path, data_dir: Path, host: str = "127.0.0.1", port: int
                  args: tuple[str, ...] = (), timeout: float = 120.0) -> tuple[subprocess.Popen, str, str]:
     """The station in its own process, once it answers. Returns (process, base URL, what it printed).
     Port 0 (default): the station binds a free port itself and its printed URL says which."""
-    command = [sys.executable, "-c", "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import main; main()",
+    command = [*ISOLATED_PYTHON, "-c", "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import main; main()",
                "serve", str(model), "--host", host, "--port", str(port), "--data-dir", str(data_dir), *args]
     env = {**os.environ, "COLUMNS": "200"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

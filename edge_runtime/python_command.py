@@ -17,3 +17,7 @@ def python_module(module: str, python: str | None = None) -> list[str]:
     python = python or sys.executable
     isolate = "-P" if sys.version_info >= (3, 11) else "-I"
     return [python, isolate, "-m", module]
+
+
+# This interpreter, unshadowed: `[*ISOLATED_PYTHON, "-c", code]`.
+ISOLATED_PYTHON = (sys.executable, "-P" if sys.version_info >= (3, 11) else "-I")

@@ -26,6 +26,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import labelled_images
 from edgecxr.edge_runtime.metadata import read_metadata, write_metadata
 from edgecxr.edge_runtime.preprocessing import preprocess
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON, python_module
 
 REQUIRED_ROW_FIELDS = {
     "name", "format", "quantization", "size_mb", "accuracy", "sensitivity", "specificity", "roc_auc", "agreement",
@@ -176,7 +177,7 @@ def test_cli_repeat_gives_identical_accuracy(bench_setup, tiny_kaggle, tmp_path)
     """A second bench through the CLI (one format) reproduces the accuracy figures exactly."""
     out = tmp_path / "again"
     completed = subprocess.run(
-        [sys.executable, "-m", "edgecxr.cli", "bench", str(bench_setup["run"]), "--data", str(tiny_kaggle),
+        [*python_module("edgecxr.cli"), "bench", str(bench_setup["run"]), "--data", str(tiny_kaggle),
          "--formats", "tflite-int8", "--batch-sizes", "1", "--warmup", "1", "--repeats", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
@@ -201,7 +202,7 @@ def test_tflite_worker_never_imports_tensorflow(bench_setup, tiny_kaggle, tmp_pa
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx') "
         "or m.startswith(('edgecxr.train', 'edgecxr.convert'))); print(heavy); sys.exit(code or bool(heavy))"
     )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([*ISOLATED_PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stdout + completed.stderr[-2000:]
     assert json.loads((tmp_path / "result.json").read_text())["ok"]
 
@@ -212,14 +213,14 @@ def test_tflite_worker_never_imports_tensorflow(bench_setup, tiny_kaggle, tmp_pa
     (["--batch-sizes", "0"], "--batch-sizes"),
 ])
 def test_cli_rejects_bad_options_in_one_line(tiny_run, tiny_kaggle, args, message):
-    completed = subprocess.run([sys.executable, "-m", "edgecxr.cli", "bench", str(tiny_run), "--data", str(tiny_kaggle),
+    completed = subprocess.run([*python_module("edgecxr.cli"), "bench", str(tiny_run), "--data", str(tiny_kaggle),
                                 *args], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert message in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_cli_rejects_a_folder_that_is_not_a_run(tmp_path, tiny_kaggle):
-    completed = subprocess.run([sys.executable, "-m", "edgecxr.cli", "bench", str(tmp_path), "--data", str(tiny_kaggle)],
+    completed = subprocess.run([*python_module("edgecxr.cli"), "bench", str(tmp_path), "--data", str(tiny_kaggle)],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2 and "not a run folder" in completed.stderr
 
@@ -271,7 +272,9 @@ def test_bench_runs_from_the_repository_root_against_a_regular_install(bench_set
     installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
                                 "--no-index", "--quiet", str(wheel)], capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stderr[-2000:]
-    shared = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if Path(p).is_dir()]
+    # Every site-packages this interpreter sees (a .pth may have added some), after the new venv's own.
+    shared = [p for p in dict.fromkeys([sysconfig.get_paths()["purelib"], *site.getsitepackages(), *sys.path])
+              if "site-packages" in p and Path(p).is_dir()]
     (Path(purelib) / "shared_packages.pth").write_text("".join(f"{p}\n" for p in shared))
     where = subprocess.run([python, "-c", "import edgecxr.benchmarks, sys; print(edgecxr.benchmarks.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=120)

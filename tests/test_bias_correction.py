@@ -16,6 +16,7 @@ from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.metadata import read_metadata, sha256_file, write_metadata
+from edgecxr.edge_runtime.python_command import python_module
 
 pytestmark = pytest.mark.numeric
 
@@ -140,9 +141,8 @@ def test_bias_correction_removes_a_systematic_int8_shift_in_both_formats(roundin
 def test_cli_flag_corrects_int8_and_says_by_how_much(rounding_run, tmp_path):
     import os
     import subprocess
-    import sys
 
-    done = subprocess.run([sys.executable, "-m", "edgecxr.cli", "convert", str(rounding_run), "--format", "tflite",
+    done = subprocess.run([*python_module("edgecxr.cli"), "convert", str(rounding_run), "--format", "tflite",
                            "--bias-correction", "logit", "--no-verify", "--calibration-size", "40", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stdout + done.stderr

@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tarfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -22,13 +21,14 @@ import pytest
 
 from edgecxr.edge_runtime import bundle, bundle_files
 from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, **kwargs) -> subprocess.CompletedProcess:
     code = "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*ISOLATED_PYTHON, "-c", code, *map(str, args)], capture_output=True, text=True,
                           timeout=900, **kwargs)
 
 

@@ -22,6 +22,7 @@ from edgecxr.benchmarks.command import Device
 from edgecxr.cli import app
 from edgecxr.convert.command import BiasCorrection, Format, Quantize
 from edgecxr.train.command import Arch, Distribute, Equalize, Strategy
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = 80
@@ -37,7 +38,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERMINAL_WIDTH", "LINES")}
     env.update(COLUMNS=str(COLUMNS), TERM="xterm")  # rich sizes its output from COLUMNS
     code = "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+    return subprocess.run([*ISOLATED_PYTHON, "-c", code, *args], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=120)
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from edgecxr.edge_runtime.backends import TFLiteBackend, open_backend, output_ro
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LabelledImage
 from edgecxr.edge_runtime.metadata import read_metadata, sha256_file, write_metadata
+from edgecxr.edge_runtime.python_command import python_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.numeric]
 
@@ -205,7 +205,7 @@ def test_truncated_artifact_fails_and_keeps_the_earlier_file(exported, run_at_ha
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "edgecxr.cli", "convert", *args], capture_output=True, text=True,
+    return subprocess.run([*python_module("edgecxr.cli"), "convert", *args], capture_output=True, text=True,
                           env=env, timeout=300)
 
 

@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.metadata import read_metadata
 from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, VERIFY_FILE, backup_folder
 from edgecxr.train.distribution import Role, role
+from edgecxr.edge_runtime.python_command import python_module
 
 WAIT_S = 900  # a shared 2-core machine: generous, and no test is timed
 
@@ -120,7 +120,7 @@ def medium_kaggle(data_root, tmp_path_factory) -> Path:
 
 
 def cli(*args) -> list[str]:
-    return [sys.executable, "-m", "edgecxr.cli", *map(str, args)]
+    return [*python_module("edgecxr.cli"), *map(str, args)]
 
 
 def wait_all(processes: list[subprocess.Popen]) -> list[int]:

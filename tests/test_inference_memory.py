@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from edgecxr.edge_runtime.batching import batch_size_for, predict_in_batches
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 PEAK_LIMIT_GB = 3.0
 
@@ -38,7 +38,7 @@ print(json.dumps({"n": len(probabilities), "finite": bool(np.isfinite(probabilit
 
 @pytest.mark.slow
 def test_scoring_300_full_size_images_with_lite0_stays_under_3_gb():
-    done = subprocess.run([sys.executable, "-c", SCORE_LITE0], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*ISOLATED_PYTHON, "-c", SCORE_LITE0], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["n"] == 300 and result["finite"]

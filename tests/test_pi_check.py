@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge_artifacts import edge_artifacts
 from edgecxr.benchmarks import pi_check
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 pytestmark = pytest.mark.slow
 
 
 def predictions(model: Path, folder: Path, out: Path) -> Path:
     code = "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import main; main()"
-    result = subprocess.run([sys.executable, "-c", code, "predict", str(model), str(folder), "--json"],
+    result = subprocess.run([*ISOLATED_PYTHON, "-c", code, "predict", str(model), str(folder), "--json"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     out.write_text(result.stdout)

@@ -6,19 +6,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from edgecxr.edge_runtime.metadata import sha256_file
 from edgecxr.edge_runtime.run_folder import MODEL_FILE, TRAINED_FILE, staging_folder
+from edgecxr.edge_runtime.python_command import python_module
 
 TRAIN_ARGS = ["--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25", "--seed", "1"]
 
 
 def cli(*args):
-    return [sys.executable, "-m", "edgecxr.cli", *map(str, args)]
+    return [*python_module("edgecxr.cli"), *map(str, args)]
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge_artifacts import edge_artifacts
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_LINE = re.compile(r"^(INFO|WARNING|VERBOSE): |\[[VIWEF]:onnxruntime:")
@@ -23,7 +23,7 @@ RUNTIME_LINE = re.compile(r"^(INFO|WARNING|VERBOSE): |\[[VIWEF]:onnxruntime:")
 def python(code: str, *args) -> subprocess.CompletedProcess:
     # No TF_CPP_MIN_LOG_LEVEL (the suite sets one): a user's shell has none.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*ISOLATED_PYTHON, "-c", code, *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=300)
 
 

@@ -6,12 +6,12 @@ import ast
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge_artifacts import edge_artifacts
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "edgecxr.train", "edgecxr.convert")
@@ -21,7 +21,7 @@ BLOCK = f"import sys; sys.modules.update(dict.fromkeys({list(FORBIDDEN[:5])!r}))
 
 def python(code: str, *args, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*ISOLATED_PYTHON, "-c", code, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
 
 

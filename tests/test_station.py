@@ -17,6 +17,7 @@ import pytest
 from station_helpers import colour_photo_jpeg, host_address, station_model, xray_paths
 
 from edgecxr.benchmarks.station_load import LOG_FILE, post_files, start_server, stop_server
+from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 LABELS = {"NORMAL", "PNEUMONIA"}
 
@@ -243,13 +244,12 @@ def test_kill_9_loses_nothing_already_answered(model, tmp_path, xray_pool):
 def test_a_taken_port_is_one_line(model, tmp_path):
     import socket
     import subprocess
-    import sys
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import "
+        done = subprocess.run([*ISOLATED_PYTHON, "-c", "import sys; sys.argv[0] = 'edgecxr'; from edgecxr.cli import "
                                "main; main()", "serve", str(model), "--port", str(port), "--data-dir",
                                str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr

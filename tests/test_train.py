@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,14 @@ import pytest
 from edgecxr.edge_runtime.metadata import read_metadata
 from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.train.dataset import patient_id
+from edgecxr.edge_runtime.python_command import python_module
 
 RUN_FILES = {"model.keras", "model.keras.json", "history.json", "metrics.json", "split.json",
              "training_curves.png", "confusion_matrix_val.png", "roc_val.png"}
 
 
 def run_cli(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgecxr.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([*python_module("edgecxr.cli"), *map(str, args)], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
 
 

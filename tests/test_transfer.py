@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.train.hparams import TrainConfig
 from edgecxr.train.transfer import BACKBONES, build_transfer_model, resolve_weights
 from edgecxr.train.transfer_training import check_options, find_cut, pass_batches
+from edgecxr.edge_runtime.python_command import python_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.numeric]
 
@@ -111,7 +111,7 @@ def _online(host: str = "storage.googleapis.com") -> bool:
 def test_offline_imagenet_weights_give_a_clear_error(tiny_kaggle, tmp_path):
     out = tmp_path / "run"
     completed = subprocess.run(
-        [sys.executable, "-m", "edgecxr.cli", "train", "--data", str(tiny_kaggle), "--arch", "mobilenet_v2",
+        [*python_module("edgecxr.cli"), "train", "--data", str(tiny_kaggle), "--arch", "mobilenet_v2",
          "--weights", "imagenet", "--image-size", str(SIZE), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 2
