@@ -34,15 +34,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-app.command()(train_command.train)
-app.command()(train_command.evaluate)
-app.command()(convert_command.convert)
-app.command()(runtime_command.predict)
-app.command(name="commission")(runtime_command.make_commission(load_renormaliser))
-app.command()(runtime_command.doctor)
-app.command()(station_command.serve)
-app.command()(bench_command.bench)
-app.command()(bundle_command.bundle)
+# One line each in `edgecxr --help` (at 80 columns); `edgecxr COMMAND --help` shows the whole docstring.
+COMMANDS = (
+    ("train", train_command.train, "Train a model and write a run folder."),
+    ("evaluate", train_command.evaluate, "Score a run on a labelled folder at its stored threshold."),
+    ("convert", convert_command.convert, "Export a run to TFLite and ONNX, each verified."),
+    ("predict", runtime_command.predict, "NORMAL or PNEUMONIA, or refuse what is not a chest X-ray."),
+    ("commission", runtime_command.make_commission(load_renormaliser),
+     "Check a model on a site's films; write a site copy."),
+    ("doctor", runtime_command.doctor, "Which runtimes are installed; does a model load and run."),
+    ("serve", station_command.serve, "The clinic station: upload films, see results, keep a log."),
+    ("bench", bench_command.bench, "Every format side by side with the full Keras model."),
+    ("bundle", bundle_command.bundle, "An offline install archive for a Raspberry Pi."),
+)
+for name, function, summary in COMMANDS:
+    app.command(name=name, short_help=summary)(function)
 
 
 def main() -> None:

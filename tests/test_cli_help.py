@@ -173,3 +173,12 @@ def test_framing_and_gamma_options_reach_the_config(monkeypatch, tiny_kaggle):
 def test_framing_area_out_of_range_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["train", "--frame-area", "0.95", "--data", str(tmp_path / "none")])
     assert result.exit_code == 2 and "0.95 is not in the range 0.0<=x<=0.9" in result.output
+
+
+def test_the_command_list_shows_one_line_per_command():
+    text = ANSI.sub("", cli("--help").stdout)
+    panel = text[text.index("Commands"):]
+    rows = [line for line in panel.splitlines() if line.startswith("│ ")]
+    names = [row.split()[1] for row in rows]
+    assert names == ["train", "evaluate", "convert", "predict", "commission", "doctor", "serve", "bench", "bundle"], rows
+
