@@ -29,8 +29,6 @@ from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.versions import package_version
 
 FIRST_PREDICTION_MARKER = "EDGECXR_BENCH_FIRST_PREDICTION"
-# The Keras reference is timed two ways; the edge backends have one way to call them.
-KERAS_MODES = ("predict", "call")
 
 
 def peak_rss_mb() -> float:

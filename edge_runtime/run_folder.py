@@ -28,10 +28,6 @@ EXPORT_DIR = "export"
 VERIFY_FILE = "verify.json"
 
 
-def is_run_folder(path: Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / MODEL_FILE).is_file()
-
-
 def require_run_folder(path: Path) -> Path:
     path = Path(path)
     if not path.is_dir():
