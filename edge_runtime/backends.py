@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MetadataError, EdgecxrError, MissingDependencyError
+from .errors import EdgecxrError, MetadataError, MissingDependencyError
 from .formats import EDGE_SUFFIXES
 from .metadata import ModelMetadata, read_metadata
 from .native_logs import runtime_logs_silenced

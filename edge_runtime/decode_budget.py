@@ -9,6 +9,7 @@ decodes may run at once is the caller's: `decode_slots()` sizes it from the mach
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import threading
 import zlib
@@ -28,7 +29,8 @@ MAX_FILE_BYTES = 128 * 1024 * 1024
 # its header: refused past the decoded budget plus 16 MB of elements.
 MAX_INFLATED_BYTES = MAX_DECODED_BYTES + 16 * 1024 * 1024
 # The memory one decode and its analysis (preview, gate, preprocessing, heat map) was measured to
-# take at the budget's edge (benchmarks/station_memory.py: about 300 MB for a 20 MP PNG); the slots
+# take at the budget's edge (benchmarks/station_hostile.py: 325-352 MB above the idle station for a
+# 20 MP RGBA PNG and a 20 MP film with its heat map); the slots
 # are sized so that all of them together use at most a quarter of the memory available.
 PEAK_PER_DECODE = 320 * 1024 * 1024
 
@@ -51,8 +53,6 @@ def check_pixels(width: int, height: int, bytes_per_pixel: float, max_pixels: in
 def read_bounded(path: os.PathLike | str) -> bytes:
     """A regular file's bytes, at most MAX_FILE_BYTES. A FIFO, a device or a socket is refused without
     reading from it (opened non-blocking, so a FIFO with no writer cannot hang the caller)."""
-    import stat
-
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:

@@ -229,11 +229,15 @@ def create_app(station: Station) -> Starlette:
         body = resources.files(__package__).joinpath("static", name).read_bytes()
         return Response(body, media_type=STATIC[name])
 
+    too_large = (f"upload too large: at most {limits.max_files} files of "
+                 f"{limits.max_file_bytes // (1024 * 1024)} MB each")
+
     async def predict(request: Request) -> Response:
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             return error(411, "the upload must state its length")
-        if int(length) > limits.max_files * limits.max_file_bytes + FORM_OVERHEAD:
+        request_cap = limits.max_files * limits.max_file_bytes + FORM_OVERHEAD
+        if int(length) > request_cap:
             if int(length) <= DRAIN_LIMIT:
                 # Read and drop it, so the client hears the reason instead of a reset connection; counted,
                 # since chunked framing may carry more than the length it states.
@@ -242,15 +246,12 @@ def create_app(station: Station) -> Starlette:
                         pass
                 except RequestTooLarge:
                     pass
-            return error(413, f"upload too large: at most {limits.max_files} files of "
-                              f"{limits.max_file_bytes // (1024 * 1024)} MB each")
-        request_cap = limits.max_files * limits.max_file_bytes + FORM_OVERHEAD
+            return error(413, too_large)
         async with station.receiving:
             try:
                 form, parser = await read_form(request, limits.max_files, limits.max_file_bytes, request_cap)
             except RequestTooLarge:
-                return error(413, f"upload too large: at most {limits.max_files} files of "
-                                  f"{limits.max_file_bytes // (1024 * 1024)} MB each")
+                return error(413, too_large)
             except MultiPartException as exc:
                 return error(400, f"bad upload: {exc.message}")
         reference = "".join(ch for ch in str(form.get("reference") or "") if ch.isprintable()).strip()
@@ -316,7 +317,7 @@ def create_app(station: Station) -> Starlette:
 def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return "disk is full" in str(exc) or "database or disk is full" in str(exc)
+    return "disk is full" in str(exc)  # sqlite3: "database or disk is full"
 
 
 def host_name(header: str) -> str:
