@@ -9,7 +9,6 @@ leaves no partial file and keeps the earlier good artifact of that name.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
-from edgecxr.edge_runtime.backends import BACKENDS
+from edgecxr.edge_runtime.backends import backend_class
 from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
@@ -30,7 +29,8 @@ from edgecxr.edge_runtime.run_folder import EXPORT_DIR, SPLIT_FILE, VERIFY_FILE,
 from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, compiled_predict
 
-from . import onnx_export, tflite_export
+from . import onnx_export
+from .builders import builder_of
 from .bias_correction import MODES, convolution_input_means, layer_corrected_copy, logit_gap, logit_shifted_copy
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
@@ -38,7 +38,6 @@ from .fidelity import compare
 from .gate_reference import GateImages, artifact_reference, gate_images, run_bases
 from .keras_graph import export_saved_model, serving_function
 from .plan import plan_artifacts
-from .tensor_info import onnx_io, tflite_io
 from .verify import problems
 
 
@@ -107,7 +106,7 @@ class ExportContext:
     gate_images: GateImages | None = None
     gate_skipped: str | None = None
     _saved_model: Path | None = field(default=None)
-    _float_onnx: Path | None = field(default=None)
+    _intermediates: dict = field(default_factory=dict)
     _calibration_reference: np.ndarray | None = field(default=None)
     _input_means: dict | None = field(default=None)
 
@@ -119,14 +118,19 @@ class ExportContext:
             self._saved_model = folder
         return self._saved_model
 
-    def float_onnx(self) -> Path:
-        """The float ONNX model, converted once: the fp32 artifact and the int8 quantizer's input."""
-        if self._float_onnx is None:
-            serve, signature = serving_function(self.keras_model, self.run.metadata.preprocessing)
-            path = self.workdir / "float.onnx"
-            path.write_bytes(onnx_export.convert_onnx_float(serve, signature, self.options.opset))
-            self._float_onnx = path
-        return self._float_onnx
+    def serving_function(self):
+        """(tf.function, input signature): the inference graph with its preprocessing, for converters
+        that trace it themselves."""
+        return serving_function(self.keras_model, self.run.metadata.preprocessing)
+
+    def intermediate(self, name: str, make) -> Path:
+        """A file a builder makes once per context and reuses (ONNX's float model for its int8 file):
+        `make(path)` writes it in the work folder the first time it is asked for."""
+        if name not in self._intermediates:
+            path = self.workdir / name
+            make(path)
+            self._intermediates[name] = path
+        return self._intermediates[name]
 
     def calibration_reference(self) -> np.ndarray:
         """The Keras model's probabilities on the calibration images, computed once."""
@@ -144,27 +148,17 @@ class ExportContext:
         """The same run, data and reference, converting `model` instead (in its own work folder)."""
         workdir = self.workdir / name
         workdir.mkdir()
-        return replace(self, keras_model=model, workdir=workdir, _saved_model=None, _float_onnx=None)
+        return replace(self, keras_model=model, workdir=workdir, _saved_model=None, _intermediates={})
 
 
 def build_file(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict:
-    """Write the artifact to `target` with the quantizer of its format; returns converter facts."""
-    calibration = ctx.calibration.inputs if plan.quantization == "int8" else None
-    if plan.format == "tflite":
-        target.write_bytes(tflite_export.convert_tflite(ctx.saved_model(), plan.quantization, calibration))
-        quantizer = tflite_export.QUANTIZER if plan.quantization != "none" else None
-        return {"converter": "tf.lite.TFLiteConverter.from_saved_model", "quantizer": quantizer}
-    if plan.quantization == "none":
-        shutil.copyfile(ctx.float_onnx(), target)
-        return {"converter": f"tf2onnx.convert.from_function (opset {ctx.options.opset})", "quantizer": None}
-    onnx_export.quantize_onnx_int8(ctx.float_onnx(), calibration, target)
-    return {"converter": f"tf2onnx.convert.from_function (opset {ctx.options.opset})",
-            "quantizer": onnx_export.QUANTIZER}
+    """Write the artifact to `target` with its format's registered builder; returns converter facts."""
+    return builder_of(plan).build(plan, target, ctx)
 
 
 def artifact_metadata(plan: ExportFormat, path: Path, ctx: ExportContext, facts: dict) -> ModelMetadata:
     source = ctx.run.metadata
-    io = tflite_io(path) if plan.format == "tflite" else onnx_io(path)
+    io = builder_of(plan).tensor_facts(path)
     details = {
         "source_model": str(ctx.run.model_path),
         "source_sha256": source.sha256,
@@ -186,7 +180,7 @@ def artifact_metadata(plan: ExportFormat, path: Path, ctx: ExportContext, facts:
 def artifact_probabilities(path: Path, metadata: ModelMetadata, inputs: np.ndarray) -> tuple[np.ndarray, str]:
     """The artifact's probabilities on `inputs` in its real runtime, and that runtime's name."""
     try:
-        backend = BACKENDS[path.suffix](path, metadata=metadata)
+        backend = backend_class(path)(path, metadata=metadata)
     except EdgecxrError as exc:  # the runtime cannot even load it
         raise VerificationFailed(str(exc)) from None
     return predict_in_batches(backend.predict_proba, inputs), backend.runtime
@@ -197,8 +191,7 @@ def build_bias_corrected(plan: ExportFormat, target: Path, ctx: ExportContext) -
     start, described = ctx, {"mode": ctx.options.bias_correction}
     if ctx.options.bias_correction == "layers":
         means = ctx.convolution_input_means()
-        steps = tflite_export.WEIGHT_STEPS if plan.format == "tflite" else onnx_export.WEIGHT_STEPS
-        model = layer_corrected_copy(ctx.keras_model, means, steps)
+        model = layer_corrected_copy(ctx.keras_model, means, builder_of(plan).weight_steps)
         start = ctx.with_model(model, f"layers-{plan.filename}")
         described["corrected_convolutions"] = len(means)
     facts = build_file(plan, target, start)
@@ -234,7 +227,7 @@ def attach_feature_reference(path: Path, metadata: ModelMetadata, ctx: ExportCon
     if ctx.gate_bases is None:
         metadata.details["input_gate"] = {"learned_check": f"none: {ctx.gate_skipped}"}
         return metadata.details["input_gate"]
-    backend = BACKENDS[path.suffix](path, metadata=metadata)
+    backend = backend_class(path)(path, metadata=metadata)
     expected = ctx.gate_bases[FEATURES].dim
     if backend.feature_dim != expected:
         raise VerificationFailed(f"its feature output has {backend.feature_dim} values, the Keras model's {expected}")

@@ -8,31 +8,32 @@ never assumed, so a re-calibrated model cannot be fed with stale scales.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import EdgecxrError, MetadataError, MissingDependencyError
-from .formats import EDGE_SUFFIXES
+from .formats import EDGE_SUFFIXES, runtime_of
 from .metadata import ModelMetadata, read_metadata
 from .native_logs import runtime_logs_silenced
 
-TFLITE_RUNTIMES = ("ai-edge-litert", "tflite-runtime")
+BACKENDS: dict[str, type] = {}
+
+
+def register_backend(cls):
+    """Register a backend class under its `format` (a name in the format table)."""
+    BACKENDS[cls.format] = cls
+    return cls
+
 
 def tflite_interpreter_class():
-    """(Interpreter class, package name): LiteRT first, then the legacy tflite-runtime."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, "tflite-runtime"
-    except ImportError:
-        pass
+    """(Interpreter class, package name): LiteRT first, then the legacy tflite-runtime (the table's order)."""
+    for package, module in runtime_of("tflite").packages:
+        try:
+            return importlib.import_module(module).Interpreter, package
+        except ImportError:
+            continue
     raise MissingDependencyError(
         "no TFLite runtime installed: pip install ai-edge-litert (64-bit Linux/macOS, Python 3.10+), "
         "or tflite-runtime with 'numpy<2' on 32-bit Raspberry Pi OS"
@@ -77,6 +78,7 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
+@register_backend
 class TFLiteBackend:
     format = "tflite"
 
@@ -156,6 +158,7 @@ class TFLiteBackend:
         return self._read(self.output, batch)[:, 0], features
 
 
+@register_backend
 class OnnxBackend:
     format = "onnx"
     runtime = "onnxruntime"
@@ -213,8 +216,9 @@ class OnnxBackend:
                 np.asarray(features, dtype=np.float64).reshape(len(inputs), -1))
 
 
-# One backend per suffix of the format table (edge_runtime/formats.py).
-BACKENDS = {".tflite": TFLiteBackend, ".onnx": OnnxBackend}
+def backend_class(path: str | Path):
+    """The registered backend for a model file's suffix, or None when no format of the table has it."""
+    return BACKENDS.get(Path(path).suffix.lower().lstrip("."))
 
 
 def open_backend(path: str | Path, threads: int | None = None, trust: bool = False):
@@ -222,7 +226,7 @@ def open_backend(path: str | Path, threads: int | None = None, trust: bool = Fal
     path = Path(path)
     if not path.exists():  # a mistyped path, not a wrong format: say so
         raise EdgecxrError(f"model file not found: {path}")
-    backend = BACKENDS.get(path.suffix.lower())
+    backend = backend_class(path)
     if backend is None:
         raise EdgecxrError(
             f"{path.name}: the edge runtime runs {' and '.join(EDGE_SUFFIXES)} models "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import EdgecxrError
-from .formats import EXPORT_FORMATS, format_of_file
+from .formats import EDGE_SUFFIXES, EXPORT_FORMATS, format_of_file
 from .metadata import metadata_path, read_metadata, sha256_file
 from .run_folder import EXPORT_DIR
 
@@ -142,8 +142,8 @@ def find_models(source: Path, formats: tuple[str, ...]) -> list[Path]:
     """The model files to ship: `source` itself, or the requested formats from an export or run folder."""
     source = Path(source)
     if source.is_file():
-        if format_of_file(source) is None and source.suffix not in (".tflite", ".onnx"):
-            raise EdgecxrError(f"{source} is not a .tflite or .onnx model")
+        if format_of_file(source) is None and source.suffix not in EDGE_SUFFIXES:
+            raise EdgecxrError(f"{source} is not a {' or '.join(EDGE_SUFFIXES)} model")
         return [source]
     if not source.is_dir():
         raise EdgecxrError(f"model or run folder not found: {source}")

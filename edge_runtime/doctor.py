@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgecxrError
+from .formats import FORMAT_NAMES, runtime_of
 from .versions import package_version
 
-# (package name on PyPI, module that must import for it to be usable, what it runs)
-RUNTIMES = (
-    ("ai-edge-litert", "ai_edge_litert.interpreter", ".tflite"),
-    ("tflite-runtime", "tflite_runtime.interpreter", ".tflite"),
-    ("onnxruntime", "onnxruntime", ".onnx"),
-)
+# (package name on PyPI, module that must import for it to be usable, the suffix it runs), from the format table
+RUNTIMES = tuple((package, module, f".{name}") for name in FORMAT_NAMES for package, module in runtime_of(name).packages)
 
 
 @dataclass
@@ -140,12 +137,13 @@ def print_report(console, runtimes: list[RuntimeCheck], model: ModelCheck | None
         table.add_row(check.package, check.version or "-", check.runs, status)
     console.print(table)
 
-    tflite = next((c for c in runtimes if c.runs == ".tflite" and c.importable), None)
-    onnx = next((c for c in runtimes if c.runs == ".onnx" and c.importable), None)
-    console.print(f".tflite models run on: {tflite.package if tflite else '[red]nothing[/red] (pip install ai-edge-litert)'}",
-                  highlight=False)
-    console.print(f".onnx models run on: {onnx.package if onnx else 'nothing (pip install onnxruntime)'}", highlight=False)
-    ok = tflite is not None or onnx is not None
+    usable = []
+    for name in FORMAT_NAMES:
+        found = next((c for c in runtimes if c.runs == f".{name}" and c.importable), None)
+        usable.append(found)
+        hint = f"[red]nothing[/red] ({runtime_of(name).install_hint})"
+        console.print(f".{name} models run on: {found.package if found else hint}", highlight=False)
+    ok = any(found is not None for found in usable)
     if model is not None:
         if model.ok:
             console.print(f"[green]model OK[/green] {escape(model.path)}", highlight=False)

@@ -47,10 +47,22 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """The packages that run one file format on the edge, in the order the backend tries them."""
+
+    name: str  # how docs and `bench` name it
+    packages: tuple[tuple[str, str], ...]  # (PyPI name, module that must import for it to be usable)
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install {self.packages[0][0]}"
+
+
+@dataclass(frozen=True)
 class ExportFormat:
-    format: str  # tflite | onnx
+    format: str  # tflite | onnx: the file suffix, and the key of its builder (convert) and backend (edge_runtime)
     quantization: str  # none | fp16 | dynamic | int8, as in the metadata
-    runtime: str  # the edge runtime that runs it
+    runtime: Runtime  # the edge runtime that runs it
     tolerance: Tolerance
 
     @property
@@ -70,8 +82,12 @@ class ExportFormat:
 _FP32 = Tolerance(max_abs_diff=1e-4)
 _FP16 = Tolerance(min_agreement=0.99, max_abs_diff=0.05, threshold_band=0.01)
 _8BIT = Tolerance(min_agreement=0.98, threshold_band=2 / 256)
-TFLITE_RUNTIME = "LiteRT (ai-edge-litert) or tflite-runtime"
-ONNX_RUNTIME = "onnxruntime"
+TFLITE_RUNTIME = Runtime("LiteRT (ai-edge-litert) or tflite-runtime",
+                         (("ai-edge-litert", "ai_edge_litert.interpreter"), ("tflite-runtime", "tflite_runtime.interpreter")))
+ONNX_RUNTIME = Runtime("onnxruntime", (("onnxruntime", "onnxruntime"),))
+
+# Adding a format is a row here (one per quantization it offers), a builder registered under its
+# name in convert/builders.py and a backend registered under it in backends.py (docs/convert.md).
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("tflite", "none", TFLITE_RUNTIME, _FP32),
@@ -83,6 +99,11 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = (
 )
 FORMAT_NAMES = tuple(dict.fromkeys(f.format for f in EXPORT_FORMATS))
 EDGE_SUFFIXES = tuple(f".{name}" for name in FORMAT_NAMES)
+
+
+def runtime_of(format: str) -> Runtime:
+    """The runtime that runs every quantization of one file format."""
+    return next(f.runtime for f in EXPORT_FORMATS if f.format == format)
 
 
 def tolerance_of(quantization: str) -> Tolerance:

@@ -1,0 +1,67 @@
+"""One builder per file format of the table (edge_runtime/formats.py), registered under its name.
+
+A builder writes the artifact of one table row to a target path and returns the converter facts the
+metadata records; beside it are how to read the artifact's tensor facts back from the file and the
+int8 weight grid its quantizer rounds to (bias correction compensates exactly that grid). The
+exporter looks the builder up by the row's format and has no branch of its own per format.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgecxr.edge_runtime.formats import ExportFormat
+
+from . import onnx_export, tflite_export
+from .tensor_info import onnx_io, tflite_io
+
+
+@dataclass(frozen=True)
+class Builder:
+    build: Callable  # (row, target path, ExportContext) -> converter facts for the metadata
+    tensor_facts: Callable[[Path], dict]  # input, probability and feature tensors read from the file
+    weight_steps: int  # int8 weights are rounded to max|w| / weight_steps per output channel
+
+
+BUILDERS: dict[str, Builder] = {}
+
+
+def register(format: str, *, tensor_facts: Callable[[Path], dict], weight_steps: int):
+    def decorator(build):
+        BUILDERS[format] = Builder(build, tensor_facts, weight_steps)
+        return build
+    return decorator
+
+
+def calibration_inputs(plan: ExportFormat, ctx):
+    return ctx.calibration.inputs if plan.quantization == "int8" else None
+
+
+@register("tflite", tensor_facts=tflite_io, weight_steps=tflite_export.WEIGHT_STEPS)
+def build_tflite(plan: ExportFormat, target: Path, ctx) -> dict:
+    target.write_bytes(tflite_export.convert_tflite(ctx.saved_model(), plan.quantization, calibration_inputs(plan, ctx)))
+    return {"converter": "tf.lite.TFLiteConverter.from_saved_model",
+            "quantizer": tflite_export.QUANTIZER if plan.quantization != "none" else None}
+
+
+@register("onnx", tensor_facts=onnx_io, weight_steps=onnx_export.WEIGHT_STEPS)
+def build_onnx(plan: ExportFormat, target: Path, ctx) -> dict:
+    # The float model is both the fp32 artifact and the int8 quantizer's input: converted once per context.
+    float_model = ctx.intermediate("float.onnx", lambda path: path.write_bytes(
+        onnx_export.convert_onnx_float(*ctx.serving_function(), ctx.options.opset)))
+    converter = f"tf2onnx.convert.from_function (opset {ctx.options.opset})"
+    if plan.quantization == "none":
+        shutil.copyfile(float_model, target)
+        return {"converter": converter, "quantizer": None}
+    onnx_export.quantize_onnx_int8(float_model, calibration_inputs(plan, ctx), target)
+    return {"converter": converter, "quantizer": onnx_export.QUANTIZER}
+
+
+def builder_of(plan: ExportFormat) -> Builder:
+    try:
+        return BUILDERS[plan.format]
+    except KeyError:
+        raise ValueError(f"no builder is registered for format {plan.format!r} (convert/builders.py)") from None
