@@ -38,8 +38,9 @@ from edgecxr.edge_runtime.errors import EdgecxrError, ImageError
 from edgecxr.edge_runtime.feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference, input_layout
 from edgecxr.edge_runtime.folders import list_images
 from edgecxr.edge_runtime.images import open_image
-from edgecxr.edge_runtime.input_checks import check_image
-from edgecxr.edge_runtime.predictor import Predictor, learned_check
+from edgecxr.edge_runtime.gate import check_image
+from edgecxr.edge_runtime.gate import learned_check
+from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.preprocessing import preprocess
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.site_monitor import SHIFT, compare_with_reference

@@ -29,6 +29,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import EdgecxrError
 from .folders import labelled_images
+from .gate import NOT_CXR_TEXT
 from .intervals import clopper_pearson
 from .metadata import metadata_path, read_metadata, sha256_file, write_metadata
 from .metrics import confusion_matrix
@@ -202,7 +203,7 @@ def print_report(console, record: dict, scores: SiteScores, out: Path) -> None:
 
     images = ", ".join(f"{label} {count}" for label, count in record["images"].items())
     console.print(f"[bold]commissioning[/bold] site {escape(record['site'])}: {images} scored, "
-                  f"{len(scores.refused)} not a chest X-ray (left out), {len(scores.skipped)} skipped",
+                  f"{len(scores.refused)} {NOT_CXR_TEXT} (left out), {len(scores.skipped)} skipped",
                   highlight=False)
     renormalisation = record.get("renormalisation")
     if renormalisation:
@@ -218,7 +219,7 @@ def print_report(console, record: dict, scores: SiteScores, out: Path) -> None:
     console.print(f"[{style}]{escape(record['rule'])}[/{style}]; sensitivity lower bound "
                   f"{evidence['sensitivity_lower_bound']:.3f}", highlight=False, soft_wrap=True)
     for item in scores.refused:
-        console.print(f"[magenta]not a chest X-ray[/magenta] {escape(item['path'])}: {escape(item['reason'])}",
+        console.print(f"[magenta]{NOT_CXR_TEXT}[/magenta] {escape(item['path'])}: {escape(item['reason'])}",
                       highlight=False, soft_wrap=True)
     for item in scores.skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(item['path'])}: {escape(item['reason'])}",

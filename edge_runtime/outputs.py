@@ -14,6 +14,7 @@ from typing import TextIO
 
 from .atomic import atomic_path, json_safe
 from .feature_reference import FeatureReference
+from .gate import NOT_CXR_TEXT
 from .metrics import binary_metrics
 from .predictor import Prediction
 from .site_monitor import SHIFT, TOO_FEW, UNAVAILABLE, compare_with_reference
@@ -21,7 +22,6 @@ from .text_cells import safe_cell
 
 CSV_FIELDS = ("path", "label", "probability", "threshold", "latency_ms", "error", "reason", "gate_distance",
               "warnings", "truth")
-NOT_CXR_TEXT = "not a chest X-ray"
 
 
 def record(prediction: Prediction, truth: str | None) -> dict:

@@ -3,10 +3,10 @@
 The predictor owns no preprocessing of its own: it calls `preprocessing.preprocess`, the same
 definition training and conversion use, with the spec stored in the model's metadata.
 
-Before any label, the input gate decides whether the image can be a chest X-ray: cheap checks on
-the decoded picture (input_checks.py), then, where the model carries a feature reference, a
-learned check on the model's own features (feature_reference.py). A refused image gets the label
-`not_cxr` and the reason, never NORMAL or PNEUMONIA.
+Before any label, the input gate (gate.py) decides whether the image can be a chest X-ray: cheap
+checks on the decoded picture, then, where the model carries a feature reference, a learned check
+on the features of the same inference. A refused image gets the label `not_cxr` and the reason,
+never NORMAL or PNEUMONIA.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import numpy as np
 from .backends import open_backend
 from .batching import decode_window
 from .errors import EdgecxrError, ImageError
-from .feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference
+from .gate import ANALYSIS_SIDE, NOT_CXR, Gate
 from .images import ImageSource, image_warnings, open_image
-from .input_checks import ANALYSIS_SIDE, check_image
 from .preprocessing import preprocess, smallest_source_side
 from .text_cells import printable
 
-NOT_CXR = "not_cxr"
+
 
 
 @dataclass(frozen=True)
@@ -115,31 +114,17 @@ class Predictor:
         labels = list(self.metadata.labels)
         self.positive_label = self.metadata.positive_label
         self.negative_label = next(label for label in labels if label != self.positive_label)
-        self.reference = self._usable_reference()
+        self.gate = Gate(self.metadata.feature_reference, getattr(backend, "feature_dim", None),
+                         self.metadata.model_file or "the model")
 
-    def _usable_reference(self) -> FeatureReference | None:
-        """The metadata's feature reference, if the graph exports the features it was made from."""
-        reference = self.metadata.feature_reference
-        dim = getattr(self.backend, "feature_dim", None)
-        if reference is None or dim is None:
-            return None
-        if dim != reference.feature_dim:
-            raise EdgecxrError(f"{self.metadata.model_file or 'the model'} exports {dim} features but its "
-                               f"metadata's reference has {reference.feature_dim}: re-export it")
-        return reference
+    @property
+    def reference(self):
+        """The feature reference the learned check and the site monitor use (None: neither runs)."""
+        return self.gate.reference
 
     @property
     def learned_check(self) -> str:
-        """Whether images are also checked on the model's features, and if not, why not."""
-        if getattr(self.backend, "feature_dim", None) is None:
-            return "unavailable: the model has no feature output (exported before the input gate; re-export it)"
-        if self.reference is None:
-            return "unavailable: the metadata holds no feature reference (re-export with edgecxr convert)"
-        if not self.reference.learned_check_available:
-            n = len(self.reference.reference_probabilities)
-            return (f"unavailable: too few validation images ({n}) to calibrate it to refuse at most "
-                    f"{self.reference.calibration.get('refusal_rate', 0.01):.0%} of X-rays")
-        return "on"
+        return self.gate.learned_status
 
     @classmethod
     def open(cls, model_path: str | Path, threads: int | None = None, trust: bool = False,
@@ -228,7 +213,7 @@ class Predictor:
         started = time.perf_counter()
         try:
             image = open_image(source, reduce_to=self.reduce_to)
-            reason = check_image(image)
+            reason = self.gate.cheap_check(image)
             model_input = preprocess(image, self.spec) if reason is None else None
         except ImageError as exc:
             if raise_errors:
@@ -262,9 +247,7 @@ class Predictor:
             started = time.perf_counter()
             batch = np.stack(inputs)
             probabilities, features = self.backend.predict(batch)
-            reasons, distances, projections = [None] * len(inputs), None, None
-            if self.reference is not None:
-                reasons, distances, projections = learned_check(self.reference, self.reference.vectors(features, batch))
+            reasons, distances, projections = self.gate.learned(features, batch)
             inference_ms = (time.perf_counter() - started) * 1000.0 / len(inputs)
             for position, (index, probability, ms) in enumerate(zip(indices, probabilities, decode_ms)):
                 source = items[index].source
@@ -288,25 +271,3 @@ class Predictor:
     def _skipped(self, source: ImageSource, reason: str) -> Prediction:
         return Prediction(source_name(source), None, None, self.threshold, None, reason)
 
-
-def learned_check(reference: FeatureReference, vectors: dict[str, np.ndarray]
-                  ) -> tuple[list[str | None], np.ndarray | None, np.ndarray]:
-    """For a batch measured in both views: each image's refusal reason (None: accepted), its gate
-    distance (the larger view's; None without refusal thresholds) and its monitored coordinates."""
-    projections = reference.monitored(vectors)
-    if not reference.learned_check_available:
-        return [None] * len(projections), None, projections
-    distances = reference.distances(vectors)
-    reasons = [learned_refusal(f, l) for f, l in zip(distances[FEATURES], distances[INPUT_LAYOUT])]
-    return reasons, np.maximum(distances[FEATURES], distances[INPUT_LAYOUT]), projections
-
-
-def learned_refusal(feature_distance: float, layout_distance: float) -> str | None:
-    """Why the learned check refuses an image with these distances (1 = refusal threshold), or None."""
-    if layout_distance > 1.0 and layout_distance >= feature_distance:
-        return (f"its layout or polarity is unlike a chest film's (input distance {layout_distance:.1f}; refused "
-                f"above 1): inverted, rotated or not a radiograph?")
-    if feature_distance > 1.0:
-        return (f"unlike the X-rays the model was trained on (feature distance {feature_distance:.1f}; "
-                f"refused above 1)")
-    return None

@@ -11,7 +11,7 @@ from PIL import Image
 from edge_artifacts import edge_artifacts
 from edgecxr.benchmarks.full_size_films import upsample_film
 from edgecxr.edge_runtime.images import open_image
-from edgecxr.edge_runtime.input_checks import check_image
+from edgecxr.edge_runtime.gate import check_image
 from edgecxr.edge_runtime.predictor import Predictor
 
 # The int8 output of the compact model moves in steps of 1/256; reduced decoding may move a

@@ -19,9 +19,10 @@ from edgecxr.edge_runtime.errors import MetadataError
 from edgecxr.edge_runtime.feature_reference import (FEATURES, INPUT_LAYOUT, conformal_threshold, fit_basis,
                                                    input_layout, min_calibration_images)
 from edgecxr.edge_runtime.images import open_image
-from edgecxr.edge_runtime.input_checks import check_image
+from edgecxr.edge_runtime.gate import check_image
 from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, write_metadata
-from edgecxr.edge_runtime.predictor import NOT_CXR, Predictor
+from edgecxr.edge_runtime.gate import NOT_CXR
+from edgecxr.edge_runtime.predictor import Predictor
 
 
 def png(image: Image.Image) -> bytes:

@@ -11,7 +11,7 @@ from edgecxr.benchmarks.non_xrays import catalogue
 from edgecxr.benchmarks.site_safety import check_against_predictor, judge, observe, shift_rate
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.images import open_image
-from edgecxr.edge_runtime.input_checks import check_image
+from edgecxr.edge_runtime.gate import check_image
 from edgecxr.edge_runtime.predictor import Predictor
 
 

@@ -35,7 +35,8 @@ from ..decode_budget import DecodeSlots
 from ..errors import EdgecxrError, ImageError
 from ..heatmap import heatmap, overlay
 from ..images import image_warnings, open_image, to_grayscale
-from ..predictor import NOT_CXR, Predictor
+from ..gate import NOT_CXR, NOT_CXR_TEXT
+from ..predictor import Predictor
 from ..site_monitor import compare_with_reference
 from . import auth, guards
 from .card import commissioning_text, model_card
@@ -193,7 +194,7 @@ def png_data_url(image) -> str:
 
 def label_text(result: str) -> str:
     if result == NOT_CXR:
-        return "not a chest X-ray"
+        return NOT_CXR_TEXT
     if result == UNREADABLE:
         return "unreadable file"
     return result

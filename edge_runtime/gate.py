@@ -1,6 +1,15 @@
-"""Cheap checks that a decoded image can be a chest radiograph at all, before any model runs.
+"""The input gate: whether an image can be a chest X-ray at all, before any label is given.
 
-Each check measures one plain property of the picture and refuses only far outside what chest
+Two stages, both here, with the label and the words a refusal is shown with:
+
+1. **Cheap checks** on the decoded picture, before any model runs (`check_image`).
+2. **The learned check** on the model's own features and the input's layout, where the model's
+   metadata carries a calibrated feature reference (feature_reference.py holds and scores it;
+   convert/gate_reference.py makes it). It runs on the same inference that gives the probability.
+
+A refused image gets the label `NOT_CXR` and a reason, never NORMAL or PNEUMONIA.
+
+Each cheap check measures one plain property of the picture and refuses only far outside what chest
 films show. The limits were set with wide margins around the 4,733 Kaggle training X-rays
 (measured 2026-12-02 at 224x224: pixel spread 19.9-87 of 255, neighbouring-pixel correlation
 0.951-0.997, at most 33 % of pixels in one tone bin of 64, chroma 0), so a real film is not
@@ -14,7 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .errors import EdgecxrError
+from .feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference
 from .images import to_grayscale
+
+NOT_CXR = "not_cxr"  # the label of a refused image
+NOT_CXR_TEXT = "not a chest X-ray"  # how every page and table shows it
 
 # A digital chest film is hundreds of pixels a side; anything this small holds no anatomy.
 MIN_SIDE = 64
@@ -116,3 +130,60 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     b = b.reshape(-1) - b.mean()
     scale = float(np.sqrt(np.sum(a * a) * np.sum(b * b)))
     return float(np.sum(a * b) / scale) if scale > 0 else 1.0
+
+
+def learned_check(reference: FeatureReference, vectors: dict[str, np.ndarray]
+                  ) -> tuple[list[str | None], np.ndarray | None, np.ndarray]:
+    """For a batch measured in both views: each image's refusal reason (None: accepted), its gate
+    distance (the larger view's; None without refusal thresholds) and its monitored coordinates."""
+    projections = reference.monitored(vectors)
+    if not reference.learned_check_available:
+        return [None] * len(projections), None, projections
+    distances = reference.distances(vectors)
+    reasons = [learned_refusal(f, l) for f, l in zip(distances[FEATURES], distances[INPUT_LAYOUT])]
+    return reasons, np.maximum(distances[FEATURES], distances[INPUT_LAYOUT]), projections
+
+
+def learned_refusal(feature_distance: float, layout_distance: float) -> str | None:
+    """Why the learned check refuses an image with these distances (1 = refusal threshold), or None."""
+    if layout_distance > 1.0 and layout_distance >= feature_distance:
+        return (f"its layout or polarity is unlike a chest film's (input distance {layout_distance:.1f}; refused "
+                f"above 1): inverted, rotated or not a radiograph?")
+    if feature_distance > 1.0:
+        return (f"unlike the X-rays the model was trained on (feature distance {feature_distance:.1f}; "
+                f"refused above 1)")
+    return None
+
+
+class Gate:
+    """One model's gate: the cheap checks always, the learned check where its reference allows."""
+
+    def __init__(self, reference: FeatureReference | None, feature_dim: int | None, model_name: str):
+        if reference is not None and feature_dim is not None and feature_dim != reference.feature_dim:
+            raise EdgecxrError(f"{model_name} exports {feature_dim} features but its metadata's reference has "
+                               f"{reference.feature_dim}: re-export it")
+        self.feature_dim = feature_dim
+        # The reference is usable only if the graph exports the features it was made from.
+        self.reference = reference if feature_dim is not None else None
+        self._metadata_has_reference = reference is not None
+
+    cheap_check = staticmethod(check_image)
+
+    def learned(self, features, inputs) -> tuple[list[str | None], np.ndarray | None, np.ndarray | None]:
+        """(reasons, distances, monitored coordinates) for one inference's features and inputs."""
+        if self.reference is None:
+            return [None] * len(inputs), None, None
+        return learned_check(self.reference, self.reference.vectors(features, inputs))
+
+    @property
+    def learned_status(self) -> str:
+        """Whether images are also checked on the model's features, and if not, why not."""
+        if self.feature_dim is None:
+            return "unavailable: the model has no feature output (exported before the input gate; re-export it)"
+        if self.reference is None:
+            return "unavailable: the metadata holds no feature reference (re-export with edgecxr convert)"
+        if not self.reference.learned_check_available:
+            n = len(self.reference.reference_probabilities)
+            return (f"unavailable: too few validation images ({n}) to calibrate it to refuse at most "
+                    f"{self.reference.calibration.get('refusal_rate', 0.01):.0%} of X-rays")
+        return "on"
