@@ -14,7 +14,7 @@ from edgecxr.edge_runtime.console import console, progress_bar, warn
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LABELS, labelled_images
 
-from . import artifacts, machine, report
+from . import artifacts, bench_report, machine
 from .devices import get_device
 from .rows import build_rows
 from .runner import WorkerRun, WorkerSettings, run_worker, write_image_list
@@ -139,7 +139,7 @@ def run_bench(config: BenchConfig) -> dict:
         "definitions": DEFINITIONS,
         "rows": rows,
     }
-    result["summary"] = report.summary(result)
+    result["summary"] = bench_report.summary(result)
     write_results(result, config.out_dir)
     return result
 
@@ -147,12 +147,12 @@ def run_bench(config: BenchConfig) -> dict:
 def write_results(result: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     write_json_atomic(out_dir / JSON_FILE, result)
-    write_text_atomic(out_dir / MARKDOWN_FILE, report.markdown(result))
+    write_text_atomic(out_dir / MARKDOWN_FILE, bench_report.markdown(result))
     try:
-        from . import plots
+        from . import bench_plots
     except ImportError:
         warn("matplotlib is not installed: no bench plots (pip install 'edgecxr[train]')")
         return
-    plots.plot_latency_vs_accuracy(result["rows"], out_dir / "latency_vs_accuracy.png")
-    plots.plot_size_per_format(result["rows"], out_dir / "size_per_format.png")
+    bench_plots.plot_latency_vs_accuracy(result["rows"], out_dir / "latency_vs_accuracy.png")
+    bench_plots.plot_size_per_format(result["rows"], out_dir / "size_per_format.png")
     console.print(f"results written to {out_dir}/ ({JSON_FILE}, {MARKDOWN_FILE}, PNG plots)", highlight=False)

@@ -62,7 +62,7 @@ def bench(
 
     from .bench import BenchConfig, run_bench
     from .devices import get_device
-    from .report import failure_lines, rich_tables, verdict_lines
+    from .bench_report import failure_lines, rich_tables, verdict_lines
 
     get_device(device.value)  # an unsupported device fails before any work
     config = BenchConfig(

@@ -9,7 +9,7 @@ Made in two steps (edge_runtime/feature_reference.py says what it holds and how 
    the site monitor's reference sample.
 
 The validation split is halved by patient: one half calibrates (step 2), the other is never used
-here, so `benchmarks/site_safety.py` can measure refusals and false alarms on images the reference
+here, so `benchmarks/measure/site_safety.py` can measure refusals and false alarms on images the reference
 has not seen. Test images are never involved.
 """
 

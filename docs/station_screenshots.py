@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from station_helpers import chromium, colour_photo_jpeg  # noqa: E402
 
-from edgecxr.benchmarks.station_load import start_server, stop_server  # noqa: E402
+from edgecxr.benchmarks.measure.station_load import start_server, stop_server  # noqa: E402
 
 
 def wait(driver, script: str, timeout: float = 300.0) -> None:

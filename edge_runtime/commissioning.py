@@ -10,7 +10,7 @@ and its metadata are only read.
 With a re-estimation of the BatchNorm statistics (`--renormalise RUN`), the new model is instead
 the run's Keras model re-estimated on the site's accepted images and re-exported; building it
 needs TensorFlow, so the edge runtime only calls a `rebuild` function it is handed (the CLI hands
-convert/renormalised.py's) and stays TensorFlow-free.
+convert/site_reexport.py's) and stays TensorFlow-free.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ MAX_FILE_BYTES = 128 * 1024 * 1024
 # its header: refused past the decoded budget plus 16 MB of elements.
 MAX_INFLATED_BYTES = MAX_DECODED_BYTES + 16 * 1024 * 1024
 # The memory one decode and its analysis (preview, gate, preprocessing, heat map) was measured to
-# take at the budget's edge (benchmarks/station_hostile.py: 325-352 MB above the idle station for a
+# take at the budget's edge (benchmarks/measure/station_hostile.py: 325-352 MB above the idle station for a
 # 20 MP RGBA PNG and a 20 MP film with its heat map); the slots
 # are sized so that all of them together use at most a quarter of the memory available.
 PEAK_PER_DECODE = 320 * 1024 * 1024

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .feature_reference import MIN_REFERENCE_IMAGES, FeatureReference
-from .ks_test import ks_2samp
+from .two_sample_ks import ks_2samp
 
 # Family-wise false-alarm rate over all the tests of one batch.
 ALPHA = 0.05

@@ -22,7 +22,7 @@ def load_renormaliser():
     from edgecxr.edge_runtime.extras import EXTRA_MODULES, require_extra
 
     require_extra("commission --renormalise", extra="train", modules=EXTRA_MODULES["convert"])
-    from edgecxr.convert.renormalised import rebuild_renormalised
+    from edgecxr.convert.site_reexport import rebuild_renormalised
 
     return rebuild_renormalised
 

@@ -3,7 +3,7 @@ re-estimation does at Keras (float) level, on the commissioning benchmark's two 
 
     python -m research.bn_reestimation_probe RUN [--data DATA] [--out research/results/bn_reestimation]
 
-For each half: the run's Keras model is re-estimated on that half's images (train/renormalise.py,
+For each half: the run's Keras model is re-estimated on that half's images (train/batchnorm_reestimation.py,
 as `edgecxr commission --renormalise` does, no labels), then the other half is scored in Keras at the
 validated threshold, before and after. Also recorded per BatchNorm layer: the smallest ratio of new
 to old moving variance and the largest |gamma| / sqrt(variance + eps) after re-estimation (the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecxr.benchmarks.commissioning_halves import patient_halves
+from edgecxr.benchmarks.measure.commissioning_halves import patient_halves
 from edgecxr.benchmarks.machine import describe, machine_info
 from edgecxr.convert.calibration import to_image_set
 from edgecxr.edge_runtime.atomic import write_json_atomic
@@ -31,7 +31,7 @@ from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.train.dataset import patient_id
 from edgecxr.train.keras_backend import compiled_predict
-from edgecxr.train.renormalise import batchnorm_layers, renormalise
+from edgecxr.train.batchnorm_reestimation import batchnorm_layers, renormalise
 
 
 def layer_facts(model) -> list[dict]:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 
-from edgecxr.benchmarks.report import markdown_table
+from edgecxr.benchmarks.bench_report import markdown_table
 from edgecxr.edge_runtime.console import console
 
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 
-from edgecxr.benchmarks.report import markdown_table
+from edgecxr.benchmarks.bench_report import markdown_table
 from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.console import console
 

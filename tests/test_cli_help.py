@@ -81,7 +81,7 @@ def test_the_choices_match_the_registries_they_mirror():
     from edgecxr.convert.bias_correction import MODES
     from edgecxr.convert.plan import FORMAT_CHOICES, QUANTIZE_CHOICES
     from edgecxr.edge_runtime.preprocessing import EQUALIZE_MODES
-    from edgecxr.train.distribution import MODES as DISTRIBUTE_MODES
+    from edgecxr.train.distributed.strategy import MODES as DISTRIBUTE_MODES
     from edgecxr.train.model_specs import MODEL_SPECS
     from edgecxr.train.transfer_training import STRATEGIES
 

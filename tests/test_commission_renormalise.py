@@ -48,7 +48,7 @@ def keras_model_and_inputs(tiny_run, tiny_kaggle):
 def test_one_batch_gives_every_layer_exactly_its_inputs_statistics(keras_model_and_inputs):
     """The whole set as one batch is the exact answer: in inference mode afterwards, every BatchNorm
     layer's moving mean and variance are the mean and variance of what reaches it."""
-    from edgecxr.train.renormalise import batchnorm_layers, renormalise
+    from edgecxr.train.batchnorm_reestimation import batchnorm_layers, renormalise
 
     model, inputs = keras_model_and_inputs
     layers = batchnorm_layers(model)
@@ -67,7 +67,7 @@ def test_one_batch_gives_every_layer_exactly_its_inputs_statistics(keras_model_a
 
 def test_batches_pool_to_the_first_layers_exact_statistics(keras_model_and_inputs):
     """Batched, the first layer (nothing normalised before it) is still exact, and deeper ones close."""
-    from edgecxr.train.renormalise import batchnorm_layers, renormalise
+    from edgecxr.train.batchnorm_reestimation import batchnorm_layers, renormalise
 
     model, inputs = keras_model_and_inputs
     layers = batchnorm_layers(model)
@@ -81,7 +81,7 @@ def test_batches_pool_to_the_first_layers_exact_statistics(keras_model_and_input
 
 
 def test_pretrained_frozen_statistics_are_not_re_estimated(tiny_run):
-    from edgecxr.convert.renormalised import pretrained_statistics
+    from edgecxr.convert.site_reexport import pretrained_statistics
 
     metadata = read_metadata(tiny_run / "model.keras")
     assert pretrained_statistics(metadata) is None  # trained from scratch: its statistics are its images'
@@ -94,7 +94,7 @@ def test_pretrained_frozen_statistics_are_not_re_estimated(tiny_run):
 def test_a_model_without_batchnorm_is_refused():
     import keras
 
-    from edgecxr.train.renormalise import NoBatchNorm, renormalise
+    from edgecxr.train.batchnorm_reestimation import NoBatchNorm, renormalise
 
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(inputs))))

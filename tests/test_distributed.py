@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edgecxr.benchmarks.distributed import start_workers, stop
+from edgecxr.benchmarks.measure.distributed_scaling import start_workers, stop
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.metadata import read_metadata
 from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, VERIFY_FILE, backup_folder
-from edgecxr.train.distribution import Role, role
+from edgecxr.train.distributed.strategy import Role, role
 from edgecxr.edge_runtime.python_command import python_module
 
 WAIT_S = 900  # a shared 2-core machine: generous, and no test is timed
@@ -73,7 +73,7 @@ def plain_keras_run(config) -> tuple[dict, dict]:
 # The tiny_run fixture's results as the trainer gave them before --distribute existed (commit e754050, on
 # an AVX-512 host). Another CPU of the machine kind trains the same run a little differently: AVX2 oneDNN
 # kernels moved the threshold by 5.4e-7 (0.5462319254875183 on an AVX2-only EPYC, issue 31), and
-# benchmarks/cpu_spread.py measures the spread over oneDNN's ISA levels (docs/cpu-profiles.md). So these
+# benchmarks/measure/cpu_spread.py measures the spread over oneDNN's ISA levels (docs/cpu-profiles.md). So these
 # constants only guard against a gross change, to CPU_SPREAD; the exact check is against the plain path
 # computed in the same run.
 CPU_SPREAD = 1e-4
@@ -132,7 +132,7 @@ def wait_all(processes: list[subprocess.Popen]) -> list[int]:
 
 def worker_backup(out: Path, worker: int) -> Path:
     from edgecxr.train.hparams import TrainConfig
-    from edgecxr.train.distributed_run import backup_folder as backup_of
+    from edgecxr.train.distributed.run import backup_folder as backup_of
 
     return backup_of(TrainConfig(data=Path("."), out=out), Role("multi-worker", worker, 2, False))
 
@@ -375,7 +375,7 @@ def test_a_backup_restores_its_epoch_and_falls_back_to_the_previous_one(tmp_path
     import keras
     import numpy as np
 
-    from edgecxr.train.distributed_fit import TrainingBackup
+    from edgecxr.train.distributed.loop import TrainingBackup
     from edgecxr.train.fitting import compile_classifier, fit_callbacks
 
     def start():

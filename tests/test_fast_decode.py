@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from edge_artifacts import edge_artifacts
-from edgecxr.benchmarks.full_size_films import upsample_film
+from edgecxr.benchmarks.measure.full_size_films import upsample_film
 from edgecxr.edge_runtime.images import open_image
 from edgecxr.edge_runtime.gate import check_image
 from edgecxr.edge_runtime.predictor import Predictor

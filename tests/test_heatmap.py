@@ -159,7 +159,7 @@ def test_predict_heatmap_into_a_file_is_one_line(models, films, tmp_path, monkey
 
 
 def test_the_sanity_benchmarks_rank_correlation_handles_ties_like_scipy():
-    from edgecxr.benchmarks.heatmap_sanity import shifted, spearman
+    from edgecxr.benchmarks.measure.heatmap_sanity import shifted, spearman
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 5, size=200).astype(float)  # int8 maps tie a lot

@@ -4,6 +4,8 @@
 
 A package may import itself and the packages to its left, never one to its right; edge_runtime
 (what goes to the Pi) imports no TensorFlow, Keras or converter; no product code imports research/.
+Inside benchmarks/, the `bench` command's modules never import the one-off measurements
+(benchmarks/measure/), which may use the bench's own helpers.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ FOLDERS = {"edge_runtime": "edge_runtime", "train": "train", "convert": "convert
 HEAVY = {"tensorflow", "keras", "tf2onnx", "onnx", "torch", "matplotlib"}
 
 
-def imported_modules(path: Path, package: str) -> list[str]:
-    """Absolute names of every module `path` imports, relative imports resolved against `package`."""
+def imported_modules(path: Path, package: str, subpackage: tuple[str, ...] = ()) -> list[str]:
+    """Absolute names of every module `path` imports, relative imports resolved against `package`
+    (and the `subpackage` folders below it that hold the file)."""
     names = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # from . / from .x inside edgecxr.<package>
-                base = "edgecxr" if package == "edgecxr" else f"edgecxr.{package}"
+            if node.level:  # from . / from ..x inside edgecxr.<package>.<subpackage>
+                here = ["edgecxr"] + ([] if package == "edgecxr" else [package]) + list(subpackage)
+                base = ".".join(here[:len(here) - node.level + 1])
                 names.append(f"{base}.{node.module}" if node.module else base)
             elif node.module:
                 names.append(node.module)
@@ -47,7 +51,9 @@ def edges() -> list[tuple[str, str, str]]:
     found = []
     for package, folder in FOLDERS.items():
         for path in sorted((REPO / folder).rglob("*.py")):
-            found += [(str(path.relative_to(REPO)), package, module) for module in imported_modules(path, package)]
+            subpackage = path.parent.relative_to(REPO / folder).parts
+            found += [(str(path.relative_to(REPO)), package, module)
+                      for module in imported_modules(path, package, subpackage)]
     return found
 
 
@@ -64,12 +70,21 @@ def test_the_edge_runtime_imports_nothing_heavy_and_no_product_code_imports_rese
     assert not heavy + research, "\n".join(heavy + research)
 
 
-@pytest.mark.parametrize("source, package, expected", [
-    ("from edgecxr.convert.plan import x\n", "train", ["edgecxr.convert.plan"]),
-    ("def f():\n    from .exporter import y\n", "convert", ["edgecxr.convert.exporter"]),
-    ("import keras\n", "edge_runtime", ["keras"]),
+def test_the_bench_command_imports_no_measurement_and_nothing_imports_tools():
+    wrong = [f"{file} imports {module}" for file, package, module in edges()
+             if (package == "benchmarks" and "/measure/" not in file and module.startswith("edgecxr.benchmarks.measure"))
+             or module.split(".")[0] == "tools"]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("source, package, subpackage, expected", [
+    ("from edgecxr.convert.plan import x\n", "train", (), ["edgecxr.convert.plan"]),
+    ("def f():\n    from .exporter import y\n", "convert", (), ["edgecxr.convert.exporter"]),
+    ("import keras\n", "edge_runtime", (), ["keras"]),
+    ("from ..machine import z\n", "benchmarks", ("measure",), ["edgecxr.benchmarks.machine"]),
+    ("from .site_draws import z\n", "benchmarks", ("measure",), ["edgecxr.benchmarks.measure.site_draws"]),
 ])
-def test_the_reader_sees_lazy_and_relative_imports(tmp_path, source, package, expected):
+def test_the_reader_sees_lazy_and_relative_imports(tmp_path, source, package, subpackage, expected):
     path = tmp_path / "m.py"
     path.write_text(source)
-    assert imported_modules(path, package) == expected
+    assert imported_modules(path, package, subpackage) == expected

@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 
 from edge_artifacts import edge_artifacts, gated_artifacts
 from edgecxr.cli import main
-from edgecxr.edge_runtime.ks_test import kolmogorov_sf, ks_2samp, ks_statistic
+from edgecxr.edge_runtime.two_sample_ks import kolmogorov_sf, ks_2samp, ks_statistic
 from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.site_monitor import (MIN_BATCH, NO_SHIFT, SHIFT, SHIFT_MESSAGE, TOO_FEW, UNAVAILABLE,
                                                compare_with_reference)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge_artifacts import gated_artifacts
-from edgecxr.benchmarks.non_xrays import catalogue
-from edgecxr.benchmarks.site_safety import check_against_predictor, judge, observe, shift_rate
+from edgecxr.benchmarks.measure.non_xrays import catalogue
+from edgecxr.benchmarks.measure.site_safety import check_against_predictor, judge, observe, shift_rate
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.images import open_image
 from edgecxr.edge_runtime.gate import check_image

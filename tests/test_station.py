@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from station_helpers import colour_photo_jpeg, host_address, station_model, xray_paths
 
-from edgecxr.benchmarks.station_load import LOG_FILE, post_files, start_server, stop_server
+from edgecxr.benchmarks.measure.station_load import LOG_FILE, post_files, start_server, stop_server
 from edgecxr.edge_runtime.python_command import ISOLATED_PYTHON
 
 LABELS = {"NORMAL", "PNEUMONIA"}

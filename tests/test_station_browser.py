@@ -13,7 +13,7 @@ import pytest
 from station_helpers import (CHROMEDRIVER, CHROMIUM, chromium, colour_photo_jpeg, host_address, station_model,
                              xray_paths)
 
-from edgecxr.benchmarks.station_load import start_server, stop_server
+from edgecxr.benchmarks.measure.station_load import start_server, stop_server
 
 LABELS = {"NORMAL", "PNEUMONIA"}
 WAIT = 120

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from station_helpers import station_model, xray_paths
 
-from edgecxr.benchmarks.hostile_uploads import deflated_dicom_bomb, png_bomb
-from edgecxr.benchmarks.station_load import LOG_FILE, csrf_token, multipart, post_files, start_server, stop_server
+from edgecxr.benchmarks.measure.hostile_uploads import deflated_dicom_bomb, png_bomb
+from edgecxr.benchmarks.measure.station_load import LOG_FILE, csrf_token, multipart, post_files, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 

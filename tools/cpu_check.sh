@@ -54,7 +54,7 @@ for model in model_int8.tflite model_fp32.onnx; do
     pairs+=("$model" "$RUN/export/$model" "$WORK/native-$model.jsonl" "$WORK/haswell-$model.jsonl")
 done
 set +e
-"$BIN/python" -P -m edgecxr.benchmarks.pi_check --other haswell "${pairs[@]}" | tee "$WORK/agreement.md"
+"$BIN/python" -P tools/agreement.py --other haswell "${pairs[@]}" | tee "$WORK/agreement.md"
 status=${PIPESTATUS[0]}
 say "done (exit $status)"
 exit "$status"

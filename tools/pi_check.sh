@@ -9,7 +9,7 @@
 #      over 50 real test/ images (tflite-runtime's from an x86_64 bundle installed with no network)
 #   4. inside the root filesystem with no network (unshare -n): install.sh of each bundle, then
 #      edgecxr predict over the same images
-#   5. benchmarks/pi_check.py: the agreement table; exit 1 if a label or probability differs
+#   5. tools/agreement.py: the agreement table; exit 1 if a label or probability differs
 # Pitfalls (issue 20): qemu's default CPU makes LiteRT's int8 kernels silently wrong, so a real Pi
 # core is pinned (QEMU_CPU, passed into every chroot); onnxruntime crashes on the host's x86
 # /proc/cpuinfo, so an arm64 one is bind-mounted over it.
@@ -143,7 +143,7 @@ done
 
 set +e
 say "5/5 arm64 (qemu $QEMU_CPU) against x86_64, image by image"
-"$BIN/python" -P -m edgecxr.benchmarks.pi_check \
+"$BIN/python" -P tools/agreement.py \
     "LiteRT int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/model_int8.tflite.jsonl" "$WORK/arm64/litert-model_int8.tflite.jsonl" \
     "tflite-runtime 2.14 int8 TFLite" "$run/export/model_int8.tflite" "$WORK/x86/tflite-runtime-model_int8.tflite.jsonl" "$WORK/arm64/tflite-runtime-model_int8.tflite.jsonl" \
     "onnxruntime fp32 ONNX" "$run/export/model_fp32.onnx" "$WORK/x86/model_fp32.onnx.jsonl" "$WORK/arm64/litert-model_fp32.onnx.jsonl" \

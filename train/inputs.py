@@ -12,7 +12,7 @@ from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 
 from .augment import augment_batch
 from .dataset import find_splits, official_val_usable, split_by_patient
-from .distribution import Role
+from .distributed.strategy import Role
 from .fitting import image_weights
 from .hparams import TrainConfig
 from .pixel_cache import PixelSet, load_pixels

@@ -21,8 +21,9 @@ from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels
 from edgecxr.edge_runtime.run_folder import HISTORY_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, TRAINED_FILE
 from edgecxr.edge_runtime.versions import package_versions
 
-from . import distribution, plots
-from .distributed_run import fit_under_strategy, train_worker
+from . import plots
+from .distributed import strategy as distribution
+from .distributed.run import fit_under_strategy, train_worker
 from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
 from .inputs import Splits, load_splits, load_worker_splits, make_datasets

@@ -222,24 +222,34 @@ def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig) -> tu
         "best_epoch": head_best_index + 1,  # 1-based over both phases, as the history lists them
     }
     if config.strategy == "fine-tune":
-        head_best, head_weights = history["val_loss"][head_best_index], cut.top.get_weights()
-        tuned_parameters = _set_trainable(cut.top, head_only=False,
-                                          freeze_batchnorm=(config.weights or "imagenet").lower() != "none")
-        rate = config.learning_rate * config.fine_tune_lr_factor
-        console.print(f"phase 2: fine-tuning from {cut.layer} at learning rate {rate:g} "
-                      f"({tuned_parameters} trainable parameters)", highlight=False)
-        tuned = _fit_phase(cut.top, data, steps, validation, config.epochs, rate, config.patience,
-                           config.label_smoothing)
-        tuned_best_index = best_epoch_index(tuned["val_loss"], config.epochs)
-        kept_head = tuned["val_loss"][tuned_best_index] > head_best
-        if kept_head:
-            console.print("fine-tuning did not beat the head alone on validation loss; keeping the head-only weights",
-                          highlight=False)
-            cut.top.set_weights(head_weights)
-        else:
-            details["best_epoch"] = len(history["loss"]) + tuned_best_index + 1
-        history = {k: history.get(k, []) + tuned.get(k, []) for k in dict.fromkeys([*history, *tuned])}
-        details.update({"fine_tune_epochs_run": len(tuned["loss"]), "fine_tune_learning_rate": rate,
-                        "fine_tune_trainable_parameters": tuned_parameters,
-                        "kept_head_only_weights": bool(kept_head)})
+        history = fine_tune_phase(
+            cut, config, config.learning_rate, history, head_best_index, cut.top.get_weights(), details,
+            lambda rate: _fit_phase(cut.top, data, steps, validation, config.epochs, rate, config.patience,
+                                    config.label_smoothing))
     return history, details
+
+
+def fine_tune_phase(cut, config, base_rate: float, history: dict, head_best_index: int, head_weights,
+                    details: dict, fit) -> dict:
+    """Phase 2: unfreeze above the cut and train at base_rate x fine_tune_lr_factor with `fit(rate)`
+    (which returns that phase's history); keep the head-only weights unless fine-tuning beats them
+    on validation loss. Returns both phases' history and records the phase in `details`."""
+    head_best = history["val_loss"][head_best_index]
+    tuned_parameters = _set_trainable(cut.top, head_only=False,
+                                      freeze_batchnorm=(config.weights or "imagenet").lower() != "none")
+    rate = base_rate * config.fine_tune_lr_factor
+    console.print(f"phase 2: fine-tuning from {cut.layer} at learning rate {rate:g} "
+                  f"({tuned_parameters} trainable parameters)", highlight=False)
+    tuned = fit(rate)
+    tuned_best_index = best_epoch_index(tuned["val_loss"], config.epochs)
+    kept_head = tuned["val_loss"][tuned_best_index] > head_best
+    if kept_head:
+        console.print("fine-tuning did not beat the head alone on validation loss; keeping the head-only weights",
+                      highlight=False)
+        cut.top.set_weights(head_weights)
+    else:
+        details["best_epoch"] = len(history["loss"]) + tuned_best_index + 1
+    details.update({"fine_tune_epochs_run": len(tuned["loss"]), "fine_tune_learning_rate": rate,
+                    "fine_tune_trainable_parameters": tuned_parameters,
+                    "kept_head_only_weights": bool(kept_head)})
+    return {k: history.get(k, []) + tuned.get(k, []) for k in dict.fromkeys([*history, *tuned])}

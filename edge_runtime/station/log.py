@@ -52,6 +52,14 @@ CREATE INDEX IF NOT EXISTS results_day ON results(day);
 """
 
 
+def selected_rows(*conditions: tuple[str, object]) -> tuple[str, tuple]:
+    """A SELECT of every column with the conditions whose value is given (None: left out), and its
+    parameters: values are always bound, never written into the SQL."""
+    used = [(clause, value) for clause, value in conditions if value is not None]
+    where = " AND ".join(clause for clause, _ in used) or "1"
+    return f"SELECT {', '.join(COLUMNS)} FROM results WHERE {where}", tuple(value for _, value in used)
+
+
 @dataclass
 class Entry:
     """What the app knows about one upload; the log adds time, day, id and the monitor's verdict."""
@@ -161,11 +169,7 @@ class StationLog:
         """At most `limit` of today's rows older than row id `before` (newest first), the day's count, and
         the id to ask for the next page with (None on the last)."""
         day = local_day(datetime.now(timezone.utc))
-        query = f"SELECT {', '.join(COLUMNS)} FROM results WHERE day = ?"
-        args: tuple = (day,)
-        if before is not None:
-            query += " AND id < ?"
-            args += (before,)
+        query, args = selected_rows(("day = ?", day), ("id < ?", before))
         with self._lock:
             rows = [dict(r) for r in self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))]
             total = self._db.execute("SELECT COUNT(*) FROM results WHERE day = ?", (day,)).fetchone()[0]
@@ -181,11 +185,7 @@ class StationLog:
         writer.writerow(COLUMNS)
         last = 0
         while True:
-            query = f"SELECT {', '.join(COLUMNS)} FROM results WHERE id > ?"
-            args: tuple = (last,)
-            if day is not None:
-                query += " AND day = ?"
-                args += (day,)
+            query, args = selected_rows(("id > ?", last), ("day = ?", day))
             with self._lock:
                 rows = self._db.execute(query + " ORDER BY id LIMIT ?", (*args, batch)).fetchall()
             for row in rows:

@@ -8,14 +8,13 @@ reads the server's peak resident memory (VmHWM in /proc) after it:
 - 1,000 connections that send half a request line and stop, then one real upload: its answer time.
 Goals: ≤ 600 MB for any single upload, ≤ 1 GB with 16 in parallel, the upload answered within 5 s.
 
-    python -m edgecxr.benchmarks.station_hostile runs/demo/export/model_int8.tflite --data DATA \\
+    python -m edgecxr.benchmarks.measure.station_hostile runs/demo/export/model_int8.tflite --data DATA \\
         --out benchmarks/results/station_hostile
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -26,10 +25,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 
 from .hostile_uploads import deflated_dicom_bomb, png_bomb
 from .station_load import csrf_token, post_files, start_server, stop_server
+from .published import publish
 
 MB = 1024 * 1024
 SINGLE_GOAL_MB, PARALLEL_GOAL_MB, SLOW_GOAL_S = 600, 1024, 5.0
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     film = sorted((args.data / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
     files = uploads(film)
-    result = {"model": str(args.model), "command": "python -m edgecxr.benchmarks.station_hostile "
+    result = {"model": str(args.model), "command": "python -m edgecxr.benchmarks.measure.station_hostile "
               + " ".join(argv or sys.argv[1:]), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"{platform.platform()}", "single": []}
@@ -167,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parallel: {result['parallel']}", file=sys.stderr, flush=True)
         result["slow"] = scenario(args.model, Path(tmp) / "slow", slow_clients(film, args.slow))
         print(f"slow: {result['slow']}", file=sys.stderr, flush=True)
-    write_json_atomic(args.out / "station_hostile.json", result)
-    write_text_atomic(args.out / "station_hostile.md", markdown(result))
-    print(markdown(result))
-    return 0
+    return publish(args.out, "station_hostile", result, markdown(result))
 
 
 if __name__ == "__main__":

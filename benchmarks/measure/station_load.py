@@ -5,7 +5,7 @@ Starts the station as a real subprocess (its own data folder), sends `--uploads`
 (p50, p95, max) and the rows the log holds afterwards. Also holds the small stdlib HTTP helpers the
 station's tests use (no HTTP client library needed).
 
-    python -m edgecxr.benchmarks.station_load MODEL --data DATA --out benchmarks/results/station/NAME.json
+    python -m edgecxr.benchmarks.measure.station_load MODEL --data DATA --out benchmarks/results/station/NAME.json
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def main() -> None:
                        heatmaps=not options.no_heatmap)
     from edgecxr.edge_runtime.versions import package_versions
 
-    result.update(command=" ".join(["python -m edgecxr.benchmarks.station_load", *sys.argv[1:]]),
+    result.update(command=" ".join(["python -m edgecxr.benchmarks.measure.station_load", *sys.argv[1:]]),
                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   machine={"platform": platform.platform(), "processor": platform.processor(),
                            "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),

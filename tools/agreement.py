@@ -6,7 +6,7 @@ Here the two JSON-lines files of each pair are matched image by image: the label
 and the probabilities within the tolerance of the artifact (one int8 output step for an int8
 TFLite model, 1e-4 for fp32). Prints the agreement table; exit code 1 if any pair disagrees.
 
-    python -m edgecxr.benchmarks.pi_check [--other NAME] NAME MODEL X86.jsonl ARM.jsonl [NAME MODEL X86 ARM ...]
+    python tools/agreement.py [--other NAME] NAME MODEL X86.jsonl ARM.jsonl [NAME MODEL X86 ARM ...]
 
 `make cpu-check` uses the same verdict for an emulated AVX2-only x86 CPU (`--other haswell`).
 """

@@ -2,7 +2,7 @@
 on the site's images, re-exported and re-verified exactly as `edgecxr convert` exports the given model.
 
 The site's images (the ones the given model's input gate accepted; their labels are never read
-here) re-estimate the statistics (train/renormalise.py). The artifact is then built by convert's
+here) re-estimate the statistics (train/batchnorm_reestimation.py). The artifact is then built by convert's
 own exporter in the given model's format and quantization, with the same bias correction and the
 same tolerance against the Keras model (now the re-estimated one), and its input gate calibrated as
 convert does.
@@ -30,7 +30,7 @@ from edgecxr.edge_runtime.formats import EXPORT_FORMATS, ExportFormat
 from edgecxr.edge_runtime.metadata import ModelMetadata, read_metadata
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.train.keras_backend import KerasBackend, compiled_predict
-from edgecxr.train.renormalise import NoBatchNorm, renormalise
+from edgecxr.train.batchnorm_reestimation import NoBatchNorm, renormalise
 
 from .calibration import DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, UNLABELLED, ImageSet, to_image_set
 from .exporter import ConvertOptions, ExportContext, export_one, gate_inputs

@@ -4,7 +4,7 @@ Re-estimation reads a site's images, so it must not see the films it is scored o
 seeded patient halves of test/ ("this clinic" and "its later patients"): the run's Keras model is
 re-estimated on the images of one half that the original model's input gate accepted (unlabelled),
 re-exported and re-verified exactly as `edgecxr commission --renormalise` does
-(convert/renormalised.py), and the new artifact scores all of test/ once. Then, per size k and
+(convert/site_reexport.py), and the new artifact scores all of test/ once. Then, per size k and
 seeded split, k labelled images (whole patients per class) are drawn from the re-estimation half
 and commission the model with the site-threshold rule; the OTHER half is scored. The same draws
 commission the original model, so "with" and "without" differ only in the re-estimation. The
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecxr.convert.renormalised import rebuild_renormalised
+from edgecxr.convert.site_reexport import rebuild_renormalised
 from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.site_threshold import choose_site_threshold
 
-from .commissioning import FIGURES, TARGET, draw_commissioning_part, score_test, summarise
+from .site_draws import FIGURES, TARGET, draw_commissioning_part, score_test, summarise
 
 VARIANTS = ("without", "with")
 

@@ -1,6 +1,6 @@
 """Commissioning at a new site, simulated: test/ plays the clinic, split by patient.
 
-    python -m edgecxr.benchmarks.commissioning RUN_OR_MODEL... [--sizes 25,50,100,200] [--splits 50]
+    python -m edgecxr.benchmarks.measure.commissioning_draws RUN_OR_MODEL... [--sizes 25,50,100,200] [--splits 50]
         [--renormalise [--calibration-size 300] [--verify-size 500]]
 
 Each model (a .tflite/.onnx file, or a run folder: its export/model_int8.tflite) scores every test/
@@ -29,69 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.errors import EdgecxrError
-from edgecxr.edge_runtime.folders import labelled_images
 from edgecxr.edge_runtime.metrics import binary_metrics
 from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.site_threshold import choose_site_threshold
-from edgecxr.train.dataset import patient_id
 
-from .machine import describe, machine_info
-from .report import markdown_table
+from ..machine import describe, machine_info
+from .published import publish
+from .site_draws import FIGURES, TARGET, draw_commissioning_part, model_path, score_test, summarise
+from ..bench_report import markdown_table
 
-TARGET = 0.95
 GOAL_SIZE = 100
 ACCURACY_GOALS = {"compact": 0.90, "efficientnet_lite0": 0.92}
 GOALS = {"mean_sensitivity_min": 0.95, "p10_sensitivity_min": 0.92}
-FIGURES = ("accuracy", "sensitivity", "specificity")
-
-
-def model_path(given: Path) -> Path:
-    return given / "export" / "model_int8.tflite" if given.is_dir() else given
-
-
-def score_test(predictor: Predictor, folder: Path) -> dict:
-    """Every test/ image once: probabilities of the accepted ones, with truth and patient."""
-    images = labelled_images(folder, tuple(predictor.metadata.labels))
-    truths, probabilities, patients, paths, refused, skipped = [], [], [], [], 0, 0
-    for image, prediction in zip(images, predictor.predict_many((i.path for i in images), batch_size=32)):
-        if not prediction.ok:
-            skipped += 1
-        elif prediction.refused:
-            refused += 1
-        else:
-            truths.append(image.label == predictor.metadata.labels.index(predictor.positive_label))
-            probabilities.append(prediction.probability)
-            patients.append(f"{image.label}:{patient_id(image.path)}")
-            paths.append(str(image.path))
-    return {"truths": np.array(truths), "probabilities": np.array(probabilities), "patients": np.array(patients),
-            "paths": paths, "refused": refused, "skipped": skipped}
-
-
-def draw_commissioning_part(truths: np.ndarray, patients: np.ndarray, k: int, rng) -> np.ndarray:
-    """A boolean mask of about k images: whole patients per class, in the classes' proportions."""
-    mask = np.zeros(len(truths), dtype=bool)
-    for positive in (False, True):
-        in_class = truths == positive
-        quota = max(1, round(k * in_class.mean()))
-        groups = np.unique(patients[in_class])
-        rng.shuffle(groups)
-        taken = 0
-        for group in groups:
-            if taken >= quota:
-                break
-            members = patients == group
-            mask |= members
-            taken += int(members.sum())
-    return mask
-
-
-def summarise(values: list[float]) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "p10": float(np.percentile(values, 10))}
 
 
 def simulate(scores: dict, validated: float, k: int, splits: int, seed: int) -> dict:
@@ -250,16 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     models = [benchmark_model(m, test_dir, args) for m in args.models]
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m edgecxr.benchmarks.commissioning " + " ".join(argv or sys.argv[1:]),
+              "command": "python -m edgecxr.benchmarks.measure.commissioning_draws " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine), "target_sensitivity": TARGET,
               "goals": {**GOALS, "accuracy_mean_min": ACCURACY_GOALS, "size": GOAL_SIZE},
               "settings": {**vars(args), "models": [str(m) for m in args.models], "data": str(args.data),
                            "out": str(args.out)},
               "tensorflow_imported": "tensorflow" in sys.modules, "models": models}
-    write_json_atomic(args.out / "commissioning.json", result)
-    write_text_atomic(args.out / "commissioning.md", markdown(result))
-    print(markdown(result))
-    return 0
+    return publish(args.out, 'commissioning', result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -11,35 +11,19 @@ from rich.table import Table
 from edgecxr.edge_runtime.formats import QUANT_TAGS
 from .machine import describe
 
-# (header, row key, format)
+# (header, row key, format), in the order the tables show them
 QUALITY_COLUMNS = (
-    ("", "status_icon", "s"),
-    ("model", "file", "s"),
-    ("format", "format", "s"),
-    ("quant", "quantization", "q"),
-    ("MB", "size_mb", ".2f"),
-    ("params", "parameters", ","),
-    ("acc", "accuracy", ".3f"),
-    ("sens", "sensitivity", ".3f"),
-    ("spec", "specificity", ".3f"),
-    ("F1", "f1", ".3f"),
+    ("", "status_icon", "s"), ("model", "file", "s"), ("format", "format", "s"), ("quant", "quantization", "q"),
+    ("MB", "size_mb", ".2f"), ("params", "parameters", ","),
+    ("acc", "accuracy", ".3f"), ("sens", "sensitivity", ".3f"), ("spec", "specificity", ".3f"), ("F1", "f1", ".3f"),
     ("AUC", "roc_auc", ".3f"),
-    ("agree", "agreement", ".1%"),
-    ("max Δp", "max_abs_diff", ".1e"),
-    ("mean Δp", "mean_abs_diff", ".1e"),
+    ("agree", "agreement", ".1%"), ("max Δp", "max_abs_diff", ".1e"), ("mean Δp", "mean_abs_diff", ".1e"),
 )
 SPEED_COLUMNS = (
-    ("", "status_icon", "s"),
-    ("model", "name", "s"),
-    ("thr", "threads", "d"),
-    ("batch", "batch_size", "d"),
-    ("p50 ms", "latency_ms_p50", ".2f"),
-    ("p95 ms", "latency_ms_p95", ".2f"),
-    ("img/s", "throughput_ips", ".1f"),
-    ("×Keras", "speedup_vs_keras_predict", ".1f"),
-    ("prep ms", "preprocess_ms_p50", ".2f"),
-    ("cold s", "cold_start_s", ".2f"),
-    ("RSS MB", "peak_rss_mb", ".0f"),
+    ("", "status_icon", "s"), ("model", "name", "s"), ("thr", "threads", "d"), ("batch", "batch_size", "d"),
+    ("p50 ms", "latency_ms_p50", ".2f"), ("p95 ms", "latency_ms_p95", ".2f"), ("img/s", "throughput_ips", ".1f"),
+    ("×Keras", "speedup_vs_keras_predict", ".1f"), ("prep ms", "preprocess_ms_p50", ".2f"),
+    ("cold s", "cold_start_s", ".2f"), ("RSS MB", "peak_rss_mb", ".0f"),
 )
 
 

@@ -6,7 +6,7 @@ What runs where (every worker runs the same code on its own data):
   in the compact CNN's loop). Nothing is exchanged: the bottom is frozen, and its weights are the
   same on every worker (ImageNet, or the chief's initial values, which the strategy broadcasts).
 - Phase 1 (head) and phase 2 (fine-tuning above the cut) train the top part on those cached
-  activations in distributed_fit's loop: all-reduced gradients, the global batch and the learning
+  activations in loop.py's loop: all-reduced gradients, the global batch and the learning
   rate scaled, early stopping on the chief's validation numbers, a backup after every epoch.
 - Phase 1's outcome (its history and best weights) is kept next to the phase backups, so that a
   restart during phase 2 does not train the head again. The activations are computed again at every
@@ -27,10 +27,10 @@ from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
-from .distributed_fit import _lowest_over_workers, fit_distributed
-from .fitting import best_epoch_index, image_weights
-from .hparams import TrainConfig
-from .transfer_training import _set_trainable, cut_activations, find_cut, pass_batches
+from .loop import _lowest_over_workers, fit_distributed
+from ..fitting import best_epoch_index, image_weights
+from ..hparams import TrainConfig
+from ..transfer_training import _set_trainable, cut_activations, find_cut, fine_tune_phase, pass_batches
 
 HEAD_DONE = "head-done.json"
 HEAD_WEIGHTS = "head-done.npz"
@@ -118,26 +118,10 @@ def fit_transfer_under_strategy(model, strategy, splits, spec: PreprocessSpec, c
         "best_epoch": head_best_index + 1,
     }
     if config.strategy == "fine-tune":
-        head_best = history["val_loss"][head_best_index]
-        tuned_parameters = _set_trainable(cut.top, head_only=False,
-                                          freeze_batchnorm=(config.weights or "imagenet").lower() != "none")
-        rate = scaling["learning_rate"] * config.fine_tune_lr_factor
-        console.print(f"phase 2: fine-tuning from {cut.layer} at learning rate {rate:g} "
-                      f"({tuned_parameters} trainable parameters)", highlight=False)
-        _, tuned = fit_distributed(cut.top, strategy, stream, validation, n_train, scaling, config,
-                                   backup_root / "fine-tune", config.epochs, rate)
-        tuned_best_index = best_epoch_index(tuned["val_loss"], config.epochs)
         # The histories are the chief's numbers on every worker, so every worker decides the same.
-        kept_head = tuned["val_loss"][tuned_best_index] > head_best
-        if kept_head:
-            console.print("fine-tuning did not beat the head alone on validation loss; keeping the head-only weights",
-                          highlight=False)
-            cut.top.set_weights(head_weights)
-        else:
-            details["best_epoch"] = len(history["loss"]) + tuned_best_index + 1
-        history = {k: history.get(k, []) + tuned.get(k, []) for k in dict.fromkeys([*history, *tuned])}
-        details.update({"fine_tune_epochs_run": len(tuned["loss"]), "fine_tune_learning_rate": rate,
-                        "fine_tune_trainable_parameters": tuned_parameters,
-                        "kept_head_only_weights": bool(kept_head)})
+        history = fine_tune_phase(
+            cut, config, scaling["learning_rate"], history, head_best_index, head_weights, details,
+            lambda rate: fit_distributed(cut.top, strategy, stream, validation, n_train, scaling, config,
+                                         backup_root / "fine-tune", config.epochs, rate)[1])
     shutil.rmtree(backup_root, ignore_errors=True)
     return history, details

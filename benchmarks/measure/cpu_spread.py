@@ -3,7 +3,7 @@ class, one epoch, seed 1), trained once per oneDNN ISA level in its own process 
 the spread of its threshold, validation AUC and loss. What the tests' recorded-figure tolerance rests on
 (docs/cpu-profiles.md).
 
-    python -m edgecxr.benchmarks.cpu_spread --data ../shared/data/chest_xray --out benchmarks/results/cpu_spread
+    python -m edgecxr.benchmarks.measure.cpu_spread --data ../shared/data/chest_xray --out benchmarks/results/cpu_spread
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from edgecxr.edge_runtime.atomic import write_json_atomic
 from edgecxr.edge_runtime.python_command import python_module
 
-from .machine import describe, machine_info
+from ..machine import describe, machine_info
 
 ISA_LEVELS = ("DEFAULT", "AVX512_CORE", "AVX2", "SSE41")
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = [r for r in rows if "error" not in r]
     spread = {key: max(r[key] for r in ok) - min(r[key] for r in ok) for key in ("threshold", "roc_auc", "val_loss",
                                                                                  "loss")} if ok else {}
-    result = {"command": "python -m edgecxr.benchmarks.cpu_spread " + " ".join(argv or sys.argv[1:]),
+    result = {"command": "python -m edgecxr.benchmarks.measure.cpu_spread " + " ".join(argv or sys.argv[1:]),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": describe(machine_info()),
               "runs": rows, "spread": spread}
     write_json_atomic(args.out / "cpu_spread.json", result)

@@ -28,7 +28,7 @@ from edgecxr.edge_runtime.atomic import write_json_atomic
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.errors import EdgecxrError
 
-from .fitting import batches_per_epoch, compile_classifier, fit_callbacks
+from ..fitting import batches_per_epoch, compile_classifier, fit_callbacks
 
 STATE_FILE = "edgecxr_state-{epoch}.json"
 BEST_FILE = "edgecxr_best-{epoch}.npz"

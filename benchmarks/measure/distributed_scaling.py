@@ -1,8 +1,8 @@
 """Wall time of training one epoch: one process, and 1 or 2 workers on 127.0.0.1.
 
-    python -m edgecxr.benchmarks.distributed                 # compact CNN: none, 1 worker, 2 workers
-    python -m edgecxr.benchmarks.distributed --epochs 1 --workers 2
-    python -m edgecxr.benchmarks.distributed --arch efficientnet_lite0 --epochs 2 -- --strategy feature-extract
+    python -m edgecxr.benchmarks.measure.distributed_scaling                 # compact CNN: none, 1 worker, 2 workers
+    python -m edgecxr.benchmarks.measure.distributed_scaling --epochs 1 --workers 2
+    python -m edgecxr.benchmarks.measure.distributed_scaling --arch efficientnet_lite0 --epochs 2 -- --strategy feature-extract
 
 Anything after `--` is passed to `edgecxr train` as is. For an ImageNet backbone the time that counts
 is the frozen-backbone activation cache (each worker computes its own shard's), which
@@ -28,13 +28,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.run_folder import METRICS_FILE
 from edgecxr.edge_runtime.python_command import python_module
 
-from .machine import describe, machine_info
-from .report import markdown_table
+from ..machine import describe, machine_info
+from .published import publish
+from ..bench_report import markdown_table
 
 
 def free_ports(count: int) -> list[int]:
@@ -141,12 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(row)
     machine = machine_info()
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m edgecxr.benchmarks.distributed " + " ".join(argv or sys.argv[1:]),
+              "command": "python -m edgecxr.benchmarks.measure.distributed_scaling " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine), "arch": args.arch, "runs": runs}
     name = "distributed" if args.arch == "compact" else f"distributed-{args.arch}"
-    write_json_atomic(args.out / f"{name}.json", result)
-    write_text_atomic(args.out / f"{name}.md", markdown(result))
-    print(markdown(result))
+    publish(args.out, name, result, markdown(result))
     return 0 if all(set(r["exit_codes"]) == {0} for r in runs) else 1
 
 

@@ -12,7 +12,7 @@ layer keeps its weight statistics and activations neither vanish nor explode.
 
 It also times `heatmap()` per image for the run's int8 and fp32 TFLite and ONNX artifacts.
 
-    python -m edgecxr.benchmarks.heatmap_sanity runs/compact --images 30
+    python -m edgecxr.benchmarks.measure.heatmap_sanity runs/compact --images 30
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.heatmap import DEFAULT_PATCHES, heatmap
 from edgecxr.edge_runtime.images import open_image, to_grayscale
@@ -37,7 +36,8 @@ from edgecxr.edge_runtime.metadata import read_metadata
 from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.run_folder import RunFolder
 
-from .machine import describe, machine_info
+from ..machine import describe, machine_info
+from .published import publish
 
 TIMED_ARTIFACTS = ("model_int8.tflite", "model_int8.onnx", "model_fp32.tflite", "model_fp32.onnx")
 # Shares of the weighted layers randomised, counted from the output: the head first, then deeper.
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"{args.run}: sanity check on {len(films)} validation images", flush=True)
     result = {"run": str(args.run), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m edgecxr.benchmarks.heatmap_sanity " + " ".join(argv or sys.argv[1:]),
+              "command": "python -m edgecxr.benchmarks.measure.heatmap_sanity " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "images": len(films), "sanity": sanity(run, films, args.patches, args.seed)}
@@ -240,10 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average_1min"] = {"before_costs": round(load_before[0], 2), "after_costs": round(os.getloadavg()[0], 2)}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     name = Path(args.run).name
-    write_json_atomic(args.out / f"{name}.json", result)
-    write_text_atomic(args.out / f"{name}.md", markdown(result))
-    print(markdown(result))
-    return 0
+    return publish(args.out, name, result, markdown(result))
 
 
 if __name__ == "__main__":

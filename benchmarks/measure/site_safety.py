@@ -1,10 +1,10 @@
 """Input gate and site monitor on a run's artifacts, in the TensorFlow-free runtime.
 
-    python -m edgecxr.benchmarks.site_safety RUN [--artifacts model_int8.tflite,model_int8.onnx]
+    python -m edgecxr.benchmarks.measure.site_safety RUN [--artifacts model_int8.tflite,model_int8.onnx]
 
 Gate: the share refused of the run's held-out validation X-rays (the half of the validation
 patients `convert` did not calibrate on), of test/'s X-rays (images only; a new site), and of a
-catalogue of non-X-rays (benchmarks/non_xrays.py). Goals: at most 1 % of validation X-rays and at
+catalogue of non-X-rays (benchmarks/measure/non_xrays.py). Goals: at most 1 % of validation X-rays and at
 least 99 % of the catalogue refused.
 
 Monitor: seeded batches of 50 and 100 images drawn from the held-out validation X-rays (the
@@ -32,7 +32,6 @@ import numpy as np
 
 from edgecxr.convert.calibration import ImageSet
 from edgecxr.convert.gate_reference import GateImages, artifact_reference, paths_digest, validation_halves
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.errors import EdgecxrError, ImageError
 from edgecxr.edge_runtime.feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference, input_layout
@@ -45,9 +44,10 @@ from edgecxr.edge_runtime.preprocessing import preprocess
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.site_monitor import SHIFT, compare_with_reference
 
-from .machine import describe, machine_info
+from ..machine import describe, machine_info
 from .non_xrays import catalogue
-from .report import markdown_table
+from .published import publish
+from ..bench_report import markdown_table
 
 GOALS = {"validation_refused_max": 0.01, "catalogue_refused_min": 0.99, "false_alarm_max_at_100": 0.05,
          "detection_min_at_100": 0.90}
@@ -339,15 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     model = {"arch": run.metadata.arch, "sha256": run.metadata.sha256, "threshold": run.metadata.threshold,
              **{key: training.get(key) for key in ("n_train", "n_val", "epochs_run", "validation_source")}}
     result = {"run": str(args.run), "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m edgecxr.benchmarks.site_safety " + " ".join(argv or sys.argv[1:]),
+              "command": "python -m edgecxr.benchmarks.measure.site_safety " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine), "goals": GOALS,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "tensorflow_imported": "tensorflow" in sys.modules, "artifacts": results}
     name = Path(args.run).name
-    write_json_atomic(args.out / f"{name}.json", result)
-    write_text_atomic(args.out / f"{name}.md", markdown(result))
-    print(markdown(result))
-    return 0
+    return publish(args.out, name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Peak memory and wall time of each published command, one subprocess per step.
 
-    python -m edgecxr.benchmarks.memory compact            # train -> evaluate -> convert -> bench
-    python -m edgecxr.benchmarks.memory lite0 --steps train,convert,evaluate-int8
+    python -m edgecxr.benchmarks.measure.memory compact            # train -> evaluate -> convert -> bench
+    python -m edgecxr.benchmarks.measure.memory lite0 --steps train,convert,evaluate-int8
 
 Each step runs as its own process, as a user runs it; its peak resident memory is the `ru_maxrss`
 that `wait4` reports for it, which covers the step and the processes it waited for (bench's
@@ -22,12 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecxr.edge_runtime.data_location import resolve_data_dir
-from edgecxr.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecxr.edge_runtime.run_folder import EXPORT_DIR
 from edgecxr.edge_runtime.python_command import python_module
 
-from .machine import describe, machine_info
-from .report import markdown_table
+from ..machine import describe, machine_info
+from ..bench_report import markdown_table
+from .published import publish
 
 GB = 1e9
 LITE0_TRAIN = ("--arch efficientnet_lite0 --image-size 224 --strategy fine-tune --fine-tune-from block12 "
@@ -116,12 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             break
     machine = machine_info()
     result = {"preset": args.preset, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": "python -m edgecxr.benchmarks.memory " + " ".join(argv or sys.argv[1:]),
+              "command": "python -m edgecxr.benchmarks.measure.memory " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine), "steps": rows}
     name = f"memory_{args.preset}" + (f"_{'_'.join(s.name for s in steps)}" if args.steps else "")
-    write_json_atomic(args.out / f"{name}.json", result)
-    write_text_atomic(args.out / f"{name}.md", markdown(result))
-    print(markdown(result))
+    publish(args.out, name, result, markdown(result))
     return 0 if all(r["exit_code"] == 0 for r in rows) else 1
 
 

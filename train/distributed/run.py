@@ -12,13 +12,13 @@ from edgecxr.edge_runtime import run_folder
 from edgecxr.edge_runtime.console import console
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
-from . import distribution
-from .distributed_fit import fit_distributed
-from .distributed_transfer import fit_transfer_under_strategy
-from .fitting import best_epoch_index, image_weights
-from .hparams import TrainConfig
-from .inputs import Splits, load_worker_splits, train_dataset, validation_dataset
-from .model_specs import get_model_spec
+from . import strategy as distribution
+from .loop import fit_distributed
+from .transfer import fit_transfer_under_strategy
+from ..fitting import best_epoch_index, image_weights
+from ..hparams import TrainConfig
+from ..inputs import Splits, load_worker_splits, train_dataset, validation_dataset
+from ..model_specs import get_model_spec
 
 
 def backup_folder(config: TrainConfig, role: distribution.Role) -> Path:

@@ -2,11 +2,11 @@
 JPEG decoding and parallel decoding, against the floor of decode + inference, and whether reduced
 decoding changes any answer.
 
-    python -m edgecxr.benchmarks.decode_speed runs/compact/export/model_int8.tflite \\
+    python -m edgecxr.benchmarks.measure.decode_speed runs/compact/export/model_int8.tflite \\
         runs/lite0/export/model_int8.tflite --out benchmarks/results/decode
 
 Films: the data folder's test/ films upsampled to 2,000 pixels (JPEG q90), plus the real
-full-resolution radiographs pydicom-data ships when it is installed (benchmarks/full_size_films.py).
+full-resolution radiographs pydicom-data ships when it is installed (benchmarks/measure/full_size_films.py).
 
 Agreement (the rule, set before the first run): reduced decoding would be on by default only if, on every film,
 the int8 label is the full decode's, no refusal by the input gate appears or disappears (test films,
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgecxr.benchmarks.full_size_films import QUALITY, SIDE, real_films, upsampled_films
+from edgecxr.benchmarks.measure.full_size_films import QUALITY, SIDE, real_films, upsampled_films
 from edgecxr.benchmarks.machine import machine_info
-from edgecxr.benchmarks.non_xrays import catalogue
+from edgecxr.benchmarks.measure.non_xrays import catalogue
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.folders import list_images
 from edgecxr.edge_runtime.images import open_image
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     non_xrays = [large_jpeg(item.data) for item in samples]
     before_options = [] if args.before_python != sys.executable else ["--workers", "1"]
     result = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": " ".join(["python -m edgecxr.benchmarks.decode_speed", *(argv or sys.argv[1:])]),
+              "command": " ".join(["python -m edgecxr.benchmarks.measure.decode_speed", *(argv or sys.argv[1:])]),
               "films": {"upsampled": len(films), "side": SIDE, "quality": QUALITY, "real": [p.name for p in real],
                         "real_note": real_note},
               "cores": os.cpu_count(), "models": {}}
