@@ -105,7 +105,7 @@ class Predictor:
         # Opt-in: a large JPEG decoded at reduced scale, never below what the preprocessing resizes
         # from (with margin) nor below the input checks' analysis size. Off by default: on 626
         # full-size films it changed int8 labels at the threshold (compact 2, Lite0 12) and a gate
-        # refusal (benchmarks/measure/decode_speed.py, docs/results.md#full-size-films-decode-speed).
+        # refusal (benchmarks/measure/decode_speed.py, docs/results/full-size-films.md#full-size-films-decode-speed).
         self.reduce_to = (max(smallest_source_side(self.metadata.preprocessing), ANALYSIS_SIDE)
                           if reduced_decode else None)
         if threshold is not None and not 0.0 <= threshold <= 1.0:

@@ -23,7 +23,7 @@ RESAMPLE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resa
 # many times the pixels the resize produces, on each side of the cropped area, so Pillow's resize
 # still averages several source pixels per output pixel. Its inputs then differ from the full
 # decode's by rounding, which histogram equalisation can spread: benchmarks/measure/decode_speed.py
-# measured what that does to the answers (docs/results.md#full-size-films-decode-speed).
+# measured what that does to the answers (docs/results/full-size-films.md#full-size-films-decode-speed).
 REDUCED_DECODE_MARGIN = 2
 
 
