@@ -31,6 +31,7 @@ from edgecxr.train.keras_backend import KerasBackend, compiled_predict
 
 from . import onnx_export
 from .builders import builder_of
+from .class_activation import describe_head
 from .bias_correction import MODES, convolution_input_means, layer_corrected_copy, logit_gap, logit_shifted_copy
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
@@ -170,6 +171,10 @@ def artifact_metadata(plan: ExportFormat, path: Path, ctx: ExportContext, facts:
     }
     if plan.quantization == "int8":
         details["calibration"] = {**ctx.calibration.describe(), "seed": ctx.options.seed}
+    if "feature_map" in io:
+        head = describe_head(ctx.keras_model)
+        if head is not None:  # the heat map of the same inference (edge_runtime/heatmap.py)
+            details["class_activation"] = head
     return ModelMetadata(
         labels=list(source.labels), positive_label=source.positive_label, threshold=source.threshold,
         preprocessing=source.preprocessing, format=plan.format, quantization=plan.quantization,

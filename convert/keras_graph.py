@@ -3,7 +3,9 @@
 Both converters start from the same graph traced with `training=False`: augmentation and dropout
 layers are identities there, so no random op reaches an exported model. Besides the probability,
 the graph outputs the model's penultimate features (its global-average-pooling output), which the
-edge runtime's input gate and site monitor compare with the training images.
+edge runtime's input gate and site monitor compare with the training images, and the feature map
+that pooling averages (the last convolutional block's output), from which the edge runtime draws
+the class-activation heat map of the same inference (edge_runtime/heatmap.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
 INPUT_NAME = "image"
 # The graph's outputs. Runtimes tell them apart by shape (edge_runtime.backends.output_roles).
-PROBABILITY_OUTPUT, FEATURE_OUTPUT = "probability", "features"
+PROBABILITY_OUTPUT, FEATURE_OUTPUT, FEATURE_MAP_OUTPUT = "probability", "features", "feature_map"
 # Layers that scale inputs; preprocessing already does that, and doing it twice is the classic
 # cause of an int8 model that predicts one class for everything.
 NORMALISING_LAYERS = ("Rescaling", "Normalization")
@@ -49,21 +51,23 @@ def feature_layer(model):
 
 
 def with_features(model):
-    """`model` with a second output, its penultimate features; `model` itself when it has none.
+    """`model` with two more outputs, its penultimate features and the feature map they pool;
+    `model` itself when it has no pooling layer.
 
-    The two-output model shares `model`'s layers and weights, so its probability is `model`'s.
+    The three-output model shares `model`'s layers and weights, so its probability is `model`'s.
     """
     import keras
 
     layer = feature_layer(model)
     if layer is None:
         return model
-    return keras.Model(model.input, [model.output, layer.output], name=f"{model.name}_with_features")
+    return keras.Model(model.input, [model.output, layer.output, layer.input], name=f"{model.name}_with_features")
 
 
 def serving_function(model, spec: PreprocessSpec):
     """A tf.function with a dynamic batch dimension that runs the model in inference mode and returns
-    {"probability": (N, 1), "features": (N, D)}, or the probability alone for a model without pooling."""
+    {"probability": (N, 1), "features": (N, D), "feature_map": (N, h, w, D)}, or the probability alone
+    for a model without pooling."""
     import tensorflow as tf
 
     signature = [tf.TensorSpec([None, *spec.input_shape], tf.float32, name=INPUT_NAME)]
@@ -73,8 +77,8 @@ def serving_function(model, spec: PreprocessSpec):
     def serve(image):
         if served is model:
             return model(image, training=False)
-        probability, features = served(image, training=False)
-        return {PROBABILITY_OUTPUT: probability, FEATURE_OUTPUT: features}
+        probability, features, feature_map = served(image, training=False)
+        return {PROBABILITY_OUTPUT: probability, FEATURE_OUTPUT: features, FEATURE_MAP_OUTPUT: feature_map}
 
     return serve, signature
 

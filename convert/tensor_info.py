@@ -23,10 +23,11 @@ def tflite_io(path: Path) -> dict:
     interpreter_class, _ = tflite_interpreter_class()
     interpreter = interpreter_class(model_path=str(path))
     outputs = interpreter.get_output_details()
-    probability, features = output_roles([[int(d) for d in o.get("shape_signature", o["shape"])] for o in outputs])
-    facts = {"input": _tensor(interpreter.get_input_details()[0]), "output": _tensor(outputs[probability])}
-    if features is not None:
-        facts["features"] = _tensor(outputs[features])
+    roles = output_roles([[int(d) for d in o.get("shape_signature", o["shape"])] for o in outputs])
+    facts = {"input": _tensor(interpreter.get_input_details()[0]), "output": _tensor(outputs[roles.probability])}
+    for role, index in (("features", roles.features), ("feature_map", roles.feature_map)):
+        if index is not None:
+            facts[role] = _tensor(outputs[index])
     return facts
 
 
@@ -60,10 +61,11 @@ def onnx_io(path: Path) -> dict:
     model = onnx.load(str(path))
     facts = {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
     outputs = list(model.graph.output)
-    probability, features = output_roles([shape(o) for o in outputs])
-    roles = [("input", model.graph.input[0], True), ("output", outputs[probability], False)]
-    if features is not None:
-        roles.append(("features", outputs[features], False))
+    found = output_roles([shape(o) for o in outputs])
+    roles = [("input", model.graph.input[0], True), ("output", outputs[found.probability], False)]
+    for role, index in (("features", found.features), ("feature_map", found.feature_map)):
+        if index is not None:
+            roles.append((role, outputs[index], False))
     for role, value, consumer in roles:
         facts[role] = {
             "name": value.name,

@@ -9,6 +9,7 @@ never assumed, so a re-calibrated model cannot be fed with stale scales.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,26 +48,48 @@ def numpy_hint(runtime: str) -> str:
     return f" (tflite-runtime needs NumPy 1, found {np.__version__}: pip install 'numpy<2')"
 
 
-def output_roles(shapes: list[list]) -> tuple[int, int | None]:
-    """(index of the probability output, index of the feature output or None) from output shapes.
+@dataclass(frozen=True)
+class OutputRoles:
+    """Which of a graph's outputs is which (an index each; None where the graph lacks it)."""
+
+    probability: int
+    features: int | None = None
+    feature_map: int | None = None
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What one run of the graph gives for a batch: (N,) probabilities, (N, D) pooled features and
+    (N, h, w, D) feature maps (None where the graph exports none)."""
+
+    probabilities: np.ndarray
+    features: np.ndarray | None = None
+    feature_maps: np.ndarray | None = None
+
+
+def output_roles(shapes: list[list]) -> OutputRoles:
+    """Each output's role from the output shapes.
 
     Converters order outputs by name or tensor index, not as the model declared them, so each is
     recognised by its shape: the probability has one value per image, the features (the global
-    average pooling) many. A model exported before the feature output has the probability alone.
+    average pooling) many, and the feature map they pool is 4-D. A model exported before the
+    feature output has the probability alone; one exported before the heat-map output, no map.
     """
     if len(shapes) == 1:  # the probability alone, whatever shape the converter recorded
-        return 0, None
+        return OutputRoles(0)
 
     def width(shape) -> int | None:
         last = shape[-1] if len(shape) >= 2 else None
         return last if isinstance(last, (int, np.integer)) and last > 0 else None
 
-    probability = [i for i, shape in enumerate(shapes) if width(shape) == 1]
+    probability = [i for i, shape in enumerate(shapes) if len(shape) <= 2 and width(shape) == 1]
     features = [i for i, shape in enumerate(shapes) if len(shape) == 2 and (width(shape) or 0) > 1]
-    if len(probability) != 1 or len(features) > 1 or len(shapes) > 2:
-        raise EdgecxrError(f"the model's outputs {shapes} are not a probability (one value per image) "
-                           f"and optionally one feature vector per image")
-    return probability[0], (features[0] if features else None)
+    maps = [i for i, shape in enumerate(shapes) if len(shape) == 4]
+    if len(probability) != 1 or len(features) > 1 or len(maps) > 1 or (maps and not features) \
+            or len(probability) + len(features) + len(maps) != len(shapes):
+        raise EdgecxrError(f"the model's outputs {shapes} are not a probability (one value per image), "
+                           f"optionally one feature vector per image and the feature map it pools")
+    return OutputRoles(probability[0], features[0] if features else None, maps[0] if maps else None)
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -96,7 +119,7 @@ class TFLiteBackend:
         details = self.interpreter.get_output_details()
         shapes = [[int(d) for d in detail.get("shape_signature", detail["shape"])] for detail in details]
         try:
-            self._probability_index, self._feature_index = output_roles(shapes)
+            self.roles = output_roles(shapes)
         except EdgecxrError as exc:
             raise EdgecxrError(f"{self.path.name}: {exc}") from None
         self._read_details()
@@ -104,8 +127,9 @@ class TFLiteBackend:
     def _read_details(self) -> None:
         self.input = self.interpreter.get_input_details()[0]
         details = self.interpreter.get_output_details()
-        self.output = details[self._probability_index]
-        self.feature_output = None if self._feature_index is None else details[self._feature_index]
+        self.output = details[self.roles.probability]
+        self.feature_output = None if self.roles.features is None else details[self.roles.features]
+        self.map_output = None if self.roles.feature_map is None else details[self.roles.feature_map]
 
     @property
     def input_dtype(self) -> str:
@@ -128,12 +152,16 @@ class TFLiteBackend:
                 self.interpreter.allocate_tensors()
             self._read_details()
 
-    def _read(self, detail: dict, batch: int) -> np.ndarray:
+    @property
+    def has_feature_map(self) -> bool:
+        return self.map_output is not None
+
+    def _read(self, detail: dict, batch: int, flat: bool = True) -> np.ndarray:
         raw = self.interpreter.get_tensor(detail["index"])
         if np.dtype(detail["dtype"]) in (np.int8, np.uint8):
             scale, zero_point = detail["quantization"]
             raw = dequantize(raw, scale, zero_point)
-        return raw.astype(np.float64).reshape(batch, -1)
+        return raw.astype(np.float64).reshape(batch, -1) if flat else raw.astype(np.float32)
 
     def _invoke(self, inputs: np.ndarray) -> int:
         inputs = np.asarray(inputs, dtype=np.float32)
@@ -156,6 +184,13 @@ class TFLiteBackend:
         batch = self._invoke(inputs)
         features = None if self.feature_output is None else self._read(self.feature_output, batch)
         return self._read(self.output, batch)[:, 0], features
+
+    def infer(self, inputs: np.ndarray, feature_maps: bool = False) -> Inference:
+        """Probabilities, features and (when asked and exported) feature maps of one invocation."""
+        batch = self._invoke(inputs)
+        features = None if self.feature_output is None else self._read(self.feature_output, batch)
+        maps = self._read(self.map_output, batch, flat=False) if feature_maps and self.has_feature_map else None
+        return Inference(self._read(self.output, batch)[:, 0], features, maps)
 
 
 @register_backend
@@ -186,12 +221,17 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         try:
-            probability, features = output_roles([list(o.shape) for o in outputs])
+            roles = output_roles([list(o.shape) for o in outputs])
         except EdgecxrError as exc:
             raise EdgecxrError(f"{self.path.name}: {exc}") from None
-        self.output_name = outputs[probability].name
-        self.feature_name = None if features is None else outputs[features].name
-        self.feature_dim = None if features is None else int(outputs[features].shape[-1])
+        self.output_name = outputs[roles.probability].name
+        self.feature_name = None if roles.features is None else outputs[roles.features].name
+        self.feature_dim = None if roles.features is None else int(outputs[roles.features].shape[-1])
+        self.map_name = None if roles.feature_map is None else outputs[roles.feature_map].name
+
+    @property
+    def has_feature_map(self) -> bool:
+        return self.map_name is not None
 
     @property
     def input_dtype(self) -> str:
@@ -214,6 +254,20 @@ class OnnxBackend:
         raw, features = self.session.run([self.output_name, self.feature_name], {self.input_name: inputs})
         return (np.asarray(raw, dtype=np.float64).reshape(len(inputs), -1)[:, 0],
                 np.asarray(features, dtype=np.float64).reshape(len(inputs), -1))
+
+    def infer(self, inputs: np.ndarray, feature_maps: bool = False) -> Inference:
+        """Probabilities, features and (when asked and exported) feature maps of one run."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        names = [self.output_name] + [n for n in (self.feature_name,) if n is not None]
+        if feature_maps and self.map_name is not None:
+            names.append(self.map_name)
+        values = dict(zip(names, self.session.run(names, {self.input_name: inputs})))
+        n = len(inputs)
+        features = values.get(self.feature_name)
+        maps = values.get(self.map_name) if self.map_name is not None else None
+        return Inference(np.asarray(values[self.output_name], dtype=np.float64).reshape(n, -1)[:, 0],
+                         None if features is None else np.asarray(features, dtype=np.float64).reshape(n, -1),
+                         None if maps is None else np.asarray(maps, dtype=np.float32))
 
 
 def backend_class(path: str | Path):

@@ -26,8 +26,11 @@ def predict(
                                                 rich_help_panel=OUTPUT),
     heatmap_dir: Optional[Path] = typer.Option(None, "--heatmap", metavar="DIR",
                                                help="Also write a heat map over each predicted film (PNG) here; "
-                                                    "none for refused or skipped images. About 225 inferences "
-                                                    "an image.", rich_help_panel=OUTPUT),
+                                                    "none for refused or skipped images.", rich_help_panel=OUTPUT),
+    heatmap_method: str = typer.Option("auto", "--heatmap-method",
+                                       help="cam: from the answer's own inference (no extra cost); occlusion: "
+                                            "about 225 inferences a film, for any model; auto: cam where the "
+                                            "model exports its feature map.", rich_help_panel=OUTPUT),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0,
                                               help="P(pneumonia) at or above this is PNEUMONIA. Default: the "
                                                    "threshold stored in the model's metadata.",
@@ -73,38 +76,41 @@ def predict(
             raise EdgecxrError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
     else:
         writer = TableWriter(f"{Path(model).name} ({predictor.runtime})")
-    heatmaps = None
+    heatmaps, method = None, None
     if heatmap_dir is not None:
+        from .heatmap import choose_method
         from .heatmap_files import HeatMapFolder
 
+        method = choose_method(heatmap_method, predictor)
         heatmaps = HeatMapFolder(heatmap_dir)
 
-    def handle(item, prediction) -> None:
+    def handle(item, analysis) -> None:
+        prediction = analysis.prediction
         writer.write(prediction, item.truth)
         summary.add(prediction, item.truth)
-        if heatmaps is not None and prediction.ok and not prediction.refused:
-            from .heatmap import heatmap, overlay_png
-            from .images import open_image
+        if analysis.heat is not None:
+            from .heatmap import overlay_png
 
-            film = open_image(item.path)  # decoded once for the map and the picture under it
-            heatmaps.write(item.path, overlay_png(film, heatmap(predictor, film)))
+            heatmaps.write(item.path, overlay_png(analysis.image, analysis.heat))
+        elif analysis.heat_problem is not None:
+            console.print(f"[yellow]no heat map for {item.path}: {analysis.heat_problem}[/yellow]", highlight=False)
 
     success = False
     try:
-        results = predictor.predict_many((item.path for item in items), batch_size=batch_size,
-                                         workers=workers or decode_workers())
+        results = predictor.analyse_many((item.path for item in items), batch_size=batch_size,
+                                         workers=workers or decode_workers(), heatmap=method)
         show_progress = len(items) > 1 and console.is_terminal
         if show_progress:
             from .console import progress_bar
 
             with progress_bar() as progress:
                 task = progress.add_task("predicting", total=len(items))
-                for item, prediction in zip(items, results):
-                    handle(item, prediction)
+                for item, analysis in zip(items, results):
+                    handle(item, analysis)
                     progress.advance(task)
         else:
-            for item, prediction in zip(items, results):
-                handle(item, prediction)
+            for item, analysis in zip(items, results):
+                handle(item, analysis)
         success = True
     finally:
         writer.close(success)
@@ -112,8 +118,8 @@ def predict(
     if csv_path is not None:
         console.print(f"predictions written to {csv_path}", highlight=False)
     if heatmaps is not None:
-        console.print(f"{len(heatmaps.written)} heat maps written to {heatmap_dir} (none for refused or "
-                      f"skipped images)", highlight=False)
+        console.print(f"{len(heatmaps.written)} heat maps written to {heatmap_dir} ({method}; none for refused "
+                      f"or skipped images)", highlight=False)
     if summary_path is not None:
         from .atomic import write_json_atomic
 

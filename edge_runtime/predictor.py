@@ -12,6 +12,7 @@ never NORMAL or PNEUMONIA.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -20,16 +21,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+from PIL import Image
 
 from .backends import open_backend
 from .batching import decode_window
 from .errors import EdgecxrError, ImageError
 from .gate import ANALYSIS_SIDE, NOT_CXR, Gate
+from .heatmap import DEFAULT_PATCHES, HeatMap, choose_method, class_activation_map, input_box, occlusion_map
 from .images import ImageSource, image_warnings, open_image
 from .preprocessing import preprocess, smallest_source_side
 from .text_cells import printable
-
-
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class _Decoded:
     decode_ms: float | None = None
     error: str | None = None  # unreadable: skipped
     warnings: tuple[str, ...] = ()  # what the decoder noticed but did not refuse
+    image: Image.Image | None = None  # the decoded film, kept only when a heat map will be drawn over it
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,17 @@ class Prediction:
         }
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """One film's whole pass: its prediction, the decoded film (None if unreadable) and, when asked
+    for an accepted film, its heat map (or why none could be drawn)."""
+
+    prediction: Prediction
+    image: Image.Image | None = None
+    heat: HeatMap | None = None
+    heat_problem: str | None = None
+
+
 def source_name(source: ImageSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return printable(source)
@@ -114,6 +127,9 @@ class Predictor:
         labels = list(self.metadata.labels)
         self.positive_label = self.metadata.positive_label
         self.negative_label = next(label for label in labels if label != self.positive_label)
+        # One interpreter serves every film, and an interpreter runs one call at a time: `analyse` may be
+        # called from several threads (the station's), so its inference takes this lock; decoding does not.
+        self._backend_lock = threading.Lock()
         self.gate = Gate(self.metadata.feature_reference, getattr(backend, "feature_dim", None),
                          self.metadata.model_file or "the model")
 
@@ -160,7 +176,17 @@ class Predictor:
 
     def predict(self, source: ImageSource) -> Prediction:
         """Predict one image (or refuse it: label `not_cxr`); an unreadable image raises ImageError."""
-        return self._run_batch([self._decode(source, raise_errors=True)])[0]
+        item = self._decode(source, raise_errors=True)
+        with self._backend_lock:
+            return self._run_batch([item])[0][0]
+
+    def analyse(self, source: ImageSource, heatmap: str | None = None, patches: int = DEFAULT_PATCHES) -> Analysis:
+        """One film's pass for a page: decoded once, gated, preprocessed once, inferred once, and (with
+        `heatmap` "cam" or "occlusion") its heat map; an unreadable image raises ImageError."""
+        method = choose_method(heatmap, self) if heatmap is not None else None
+        item = self._decode(source, raise_errors=True, keep_image=True)  # decoding needs no lock
+        with self._backend_lock:
+            return self._analysed(item, *self._run_batch([item], feature_maps=method == "cam")[0], method, patches)
 
     def predict_many(self, sources: Iterable[ImageSource], batch_size: int = 1,
                      workers: int = 1) -> Iterator[Prediction]:
@@ -172,13 +198,25 @@ class Predictor:
         however long the folder. A result's latency is its own decoding time plus its share of the
         batch's inference time.
         """
+        for analysis in self.analyse_many(sources, batch_size, workers):
+            yield analysis.prediction
+
+    def analyse_many(self, sources: Iterable[ImageSource], batch_size: int = 1, workers: int = 1,
+                     heatmap: str | None = None, patches: int = DEFAULT_PATCHES) -> Iterator[Analysis]:
+        """`predict_many`'s pass, each film's Analysis in order; with `heatmap`, each accepted film's map
+        comes from its own inference (cam) or its already-preprocessed input (occlusion)."""
         if batch_size < 1:
             raise EdgecxrError(f"batch size must be at least 1, not {batch_size}")
         if workers < 1:
             raise EdgecxrError(f"workers must be at least 1, not {workers}")
+        method = choose_method(heatmap, self) if heatmap is not None else None
+        keep = method is not None
+
+        def decode(source):
+            return self._decode(source, keep_image=keep)
+
         if workers == 1:
-            decoded = (self._decode(source) for source in sources)
-            yield from self._in_batches(decoded, batch_size)
+            yield from self._in_batches((decode(source) for source in sources), batch_size, method, patches)
             return
         window = decode_window(self.spec.input_shape, batch_size, workers)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgecxr-decode") as pool:
@@ -186,29 +224,48 @@ class Predictor:
 
             def decoded():
                 for source in sources:
-                    pending.append(pool.submit(self._decode, source))
+                    pending.append(pool.submit(decode, source))
                     if len(pending) >= window:
                         yield pending.popleft().result()
                 while pending:
                     yield pending.popleft().result()
 
             try:
-                yield from self._in_batches(decoded(), batch_size)
+                yield from self._in_batches(decoded(), batch_size, method, patches)
             finally:
                 for future in pending:  # a caller that stops early does not wait for the rest
                     future.cancel()
 
-    def _in_batches(self, decoded: Iterable["_Decoded"], batch_size: int) -> Iterator[Prediction]:
+    def _in_batches(self, decoded: Iterable["_Decoded"], batch_size: int, method: str | None,
+                    patches: int) -> Iterator[Analysis]:
         batch: list[_Decoded] = []
         for item in decoded:
             batch.append(item)
             if len(batch) == batch_size:
-                yield from self._run_batch(batch)
+                yield from self._analysed_batch(batch, method, patches)
                 batch = []
         if batch:
-            yield from self._run_batch(batch)
+            yield from self._analysed_batch(batch, method, patches)
 
-    def _decode(self, source: ImageSource, raise_errors: bool = False) -> "_Decoded":
+    def _analysed_batch(self, items: list["_Decoded"], method: str | None, patches: int) -> Iterator[Analysis]:
+        for item, (prediction, feature_map, features) in zip(items, self._run_batch(items, method == "cam")):
+            yield self._analysed(item, prediction, feature_map, features, method, patches)
+
+    def _analysed(self, item: "_Decoded", prediction: Prediction, feature_map, features, method: str | None,
+                  patches: int) -> Analysis:
+        if method is None or not prediction.ok or prediction.refused:
+            return Analysis(prediction, item.image)
+        box = input_box(item.image, self.spec.crop)
+        try:
+            if method == "cam":
+                heat = class_activation_map(self, feature_map, features, prediction.probability, item.image.size, box)
+            else:
+                heat = occlusion_map(self, item.model_input, prediction.probability, item.image.size, box, patches)
+        except EdgecxrError as exc:  # the answer stands without its picture
+            return Analysis(prediction, item.image, heat_problem=str(exc))
+        return Analysis(prediction, item.image, heat)
+
+    def _decode(self, source: ImageSource, raise_errors: bool = False, keep_image: bool = False) -> "_Decoded":
         """Decode, gate-check and preprocess one source: safe to call from several threads."""
         started = time.perf_counter()
         try:
@@ -228,17 +285,18 @@ class Predictor:
                 raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
             return _Decoded(source, error=f"cannot decode: {type(exc).__name__}: {exc}")
         return _Decoded(source, model_input, reason, (time.perf_counter() - started) * 1000.0,
-                        warnings=image_warnings(image))
+                        warnings=image_warnings(image), image=image if keep_image else None)
 
-    def _run_batch(self, items: list["_Decoded"]) -> list[Prediction]:
-        results: list[Prediction | None] = [None] * len(items)
+    def _run_batch(self, items: list["_Decoded"], feature_maps: bool = False) -> list[tuple]:
+        """(Prediction, feature map or None, features or None) per item, from one inference of the accepted."""
+        results: list[tuple | None] = [None] * len(items)
         inputs, decode_ms, indices = [], [], []
         for index, item in enumerate(items):
             if item.error is not None:
-                results[index] = self._skipped(item.source, item.error)
+                results[index] = (self._skipped(item.source, item.error), None, None)
             elif item.reason is not None:
-                results[index] = replace(self._refused(item.source, item.reason, item.decode_ms),
-                                         warnings=item.warnings)
+                results[index] = (replace(self._refused(item.source, item.reason, item.decode_ms),
+                                          warnings=item.warnings), None, None)
             else:
                 inputs.append(item.model_input)
                 decode_ms.append(item.decode_ms)
@@ -246,21 +304,24 @@ class Predictor:
         if inputs:
             started = time.perf_counter()
             batch = np.stack(inputs)
-            probabilities, features = self.backend.predict(batch)
+            inference = self.backend.infer(batch, feature_maps=feature_maps)
+            features = inference.features
             reasons, distances, projections = self.gate.learned(features, batch)
             inference_ms = (time.perf_counter() - started) * 1000.0 / len(inputs)
-            for position, (index, probability, ms) in enumerate(zip(indices, probabilities, decode_ms)):
+            for position, (index, probability, ms) in enumerate(zip(indices, inference.probabilities, decode_ms)):
                 source = items[index].source
                 distance = None if distances is None else float(distances[position])
+                maps = (None if inference.feature_maps is None else inference.feature_maps[position],
+                        None if features is None else features[position])
                 if reasons[position] is not None:
-                    results[index] = replace(self._refused(source, reasons[position], ms + inference_ms, distance),
-                                             warnings=items[index].warnings)
+                    results[index] = (replace(self._refused(source, reasons[position], ms + inference_ms, distance),
+                                              warnings=items[index].warnings), None, None)
                     continue
                 probability = float(probability)
                 projection = None if projections is None else tuple(float(v) for v in projections[position])
-                results[index] = Prediction(source_name(source), self.label_for(probability), probability,
-                                            self.threshold, ms + inference_ms, gate_distance=distance,
-                                            projection=projection, warnings=items[index].warnings)
+                results[index] = (Prediction(source_name(source), self.label_for(probability), probability,
+                                             self.threshold, ms + inference_ms, gate_distance=distance,
+                                             projection=projection, warnings=items[index].warnings), *maps)
         return results
 
     def _refused(self, source: ImageSource, reason: str, latency_ms: float,

@@ -91,7 +91,7 @@ def test_metadata_of_every_artifact_matches_its_file(exported, run_at_half):
 
 
 @pytest.mark.parametrize("name", ["model_fp32.tflite", "model_fp32.onnx"])
-def test_the_feature_output_equals_the_keras_models_penultimate_layer(exported, run_at_half, name):
+def test_the_feature_and_map_outputs_equal_the_keras_models_layers(exported, run_at_half, name):
     import keras
 
     from edgecxr.convert.keras_graph import with_features
@@ -99,13 +99,29 @@ def test_the_feature_output_equals_the_keras_models_penultimate_layer(exported, 
     out, _ = exported
     inputs = verification_set(RunFolder.open(run_at_half), 8, seed=0).inputs[:]
     model = keras.models.load_model(run_at_half / "model.keras", compile=False)
-    probabilities, features = (np.asarray(t) for t in with_features(model)(inputs, training=False))
+    probabilities, features, feature_map = (np.asarray(t) for t in with_features(model)(inputs, training=False))
     backend = open_backend(out / name)
     got_probabilities, got_features = backend.predict(inputs)
     assert got_features.shape == features.shape == (8, 64)  # the compact CNN's global average pooling
     np.testing.assert_allclose(got_features, features, atol=1e-4)
     np.testing.assert_allclose(got_probabilities, probabilities[:, 0], atol=1e-4)
     assert np.ptp(features) > 0  # not a constant that would match anything
+    inference = backend.infer(inputs, feature_maps=True)
+    # The map the pooling averages (block3_pool: 8x8 cells of 64 channels at half-size input 32 -> 4x4).
+    assert inference.feature_maps.shape == feature_map.shape and feature_map.ndim == 4
+    np.testing.assert_allclose(inference.feature_maps, feature_map, atol=1e-4)
+    np.testing.assert_allclose(inference.feature_maps.mean(axis=(1, 2)), got_features, atol=1e-4)
+    assert backend.infer(inputs).feature_maps is None  # not read unless asked for
+
+
+def test_every_artifact_exports_its_feature_map_and_carries_the_head(exported):
+    out, _ = exported
+    for name in ALL_SIX:
+        metadata = read_metadata(out / name)
+        assert len(metadata.details["feature_map"]["shape"]) == 4, name
+        head = metadata.details["class_activation"]
+        assert head["method"] == "grad-cam" and [d["activation"] for d in head["dense"]] == ["relu", "sigmoid"]
+        assert open_backend(out / name).has_feature_map, name
 
 
 def test_every_artifact_carries_a_feature_reference_made_in_its_runtime(exported):
@@ -275,7 +291,7 @@ def test_augmentation_layers_do_not_reach_the_exported_graphs(tmp_path):
     interpreter.set_tensor(detail["index"], inputs)
     interpreter.invoke()
     outputs = interpreter.get_output_details()
-    probability, _ = output_roles([list(o["shape_signature"]) for o in outputs])
+    probability = output_roles([list(o["shape_signature"]) for o in outputs]).probability
     got = interpreter.get_tensor(outputs[probability]["index"]).reshape(-1)
     np.testing.assert_allclose(got, expected, atol=1e-5)  # deterministic: no random op ran
 

@@ -16,7 +16,6 @@ import hashlib
 import io
 import re
 import sqlite3
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ from starlette.routing import Route
 
 from ..atomic import atomic_path
 from ..decode_budget import DecodeSlots
-from ..errors import EdgecxrError, ImageError
-from ..heatmap import heatmap, overlay
-from ..images import image_warnings, open_image, to_grayscale
+from ..errors import ImageError
+from ..heatmap import AUTO, choose_method, overlay
+from ..images import to_grayscale
 from ..gate import NOT_CXR, NOT_CXR_TEXT
 from ..predictor import Predictor
 from ..site_monitor import compare_with_reference
@@ -77,9 +76,12 @@ class Station:
     """The loaded model, the log and the settings one server holds for its lifetime."""
 
     def __init__(self, predictor: Predictor, model_path: Path, data_dir: Path, token: str | None,
-                 keep_images: bool = False, limits: Limits = Limits(), heatmaps: bool = True,
+                 keep_images: bool = False, limits: Limits = Limits(), heatmaps: bool | str = True,
                  slots: DecodeSlots | None = None):
         self.predictor = predictor
+        # True: the model's best method (cam where it exports its feature map); a method name; False: none.
+        self.heatmap_method = (choose_method(AUTO if heatmaps is True else heatmaps, predictor)
+                               if heatmaps else None)
         self.csrf = guards.new_csrf_token()
         self.slots = slots or DecodeSlots()
         # The films are analysed on as many threads as there are slots, not on the web stack's pool of 40:
@@ -96,8 +98,6 @@ class Station:
         self.log = StationLog(self.data_dir)
         self.card = model_card(self.model_path, predictor.metadata, predictor.runtime, predictor.learned_check)
         self.commissioning = commissioning_text(predictor.metadata)
-        self._model_lock = threading.Lock()
-        self.heatmaps = heatmaps
 
     def monitor(self, probabilities, projections) -> tuple[str, str]:
         result = compare_with_reference(self.predictor.reference, projections, probabilities)
@@ -114,26 +114,19 @@ class Station:
         """Decode, gate, predict (and map the evidence of) one upload; log it; return what the page shows."""
         started = time.perf_counter()
         sha = hashlib.sha256(data).hexdigest()
-        image, film, heat, prediction, error, warnings = None, None, None, None, None, ()
+        film, heat, prediction, error, warnings = None, None, None, None, ()
         try:
-            image = open_image(data)
-            warnings = image_warnings(image)
-            film = preview_png(image)
-            with self._model_lock:
-                prediction = self.predictor.predict(image)
-                if self.heatmaps and not prediction.refused:
-                    try:
-                        heat = render_heatmap(self.predictor, image)
-                    except EdgecxrError as exc:  # the answer stands without its picture
-                        warnings = (*warnings, f"no heat map: {exc}")
+            analysis = self.predictor.analyse(data, heatmap=self.heatmap_method)
+            prediction, warnings = analysis.prediction, analysis.prediction.warnings
+            film = preview_png(analysis.image)
+            if analysis.heat is not None:
+                heat = png_data_url(overlay(analysis.image, analysis.heat))
+            elif analysis.heat_problem is not None:  # the answer stands without its picture
+                warnings = (*warnings, f"no heat map: {analysis.heat_problem}")
         except ImageError as exc:
             error = str(exc)
         except MemoryError:
             error = "not enough memory to decode it"
-        except Exception as exc:  # noqa: BLE001 - as predict does: an odd file is one line, not a 500
-            if prediction is not None:
-                raise
-            error = f"cannot decode: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         latency_ms = (time.perf_counter() - started) * 1000.0
         kept = self._keep(data, sha) if self.keep_images else ""
         if prediction is None:
@@ -171,11 +164,6 @@ def stored_suffix(data: bytes) -> str:
             return re.sub(r"[^a-z0-9]", "", (image.format or "").lower()) or "bin"
     except Exception:  # noqa: BLE001 - anything Pillow cannot identify is kept as plain bytes
         return "bin"
-
-
-def render_heatmap(predictor: Predictor, image) -> str:
-    """Occlusion heat map of an accepted film over it, page-sized, as a PNG data URL."""
-    return png_data_url(overlay(image, heatmap(predictor, image)))
 
 
 def preview_png(image) -> str:

@@ -17,8 +17,10 @@ def serve(
     port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: any free one)."),
     data_dir: Path = typer.Option(Path("edgecxr-station"), help="Folder of the results log (SQLite) and of kept "
                                   "images."),
-    no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip the occlusion heat map (one inference "
-                                    "per patch: the slowest part of each answer)."),
+    no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Show no heat map."),
+    heatmap_method: str = typer.Option("auto", "--heatmap-method", help="cam: from the answer's own inference; "
+                                       "occlusion: about 225 inferences a film; auto: cam where the model "
+                                       "exports its feature map."),
     keep_images: bool = typer.Option(False, "--keep-images", help="Keep uploaded images in DATA_DIR/images/ (named by sha256)."),
     token_file: Optional[Path] = typer.Option(None, help="Read the access token from this file (first line) "
                                               "instead of generating one."),
@@ -38,5 +40,5 @@ def serve(
     from .server import run
 
     run(model, host=host, port=port, data_dir=data_dir, keep_images=keep_images, token_file=token_file,
-        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=not no_heatmap,
+        max_file_bytes=max_upload_mb * 1024 * 1024, max_files=max_files, threads=threads, heatmaps=None if no_heatmap else heatmap_method,
         behind_proxy=behind_proxy)

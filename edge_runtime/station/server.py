@@ -19,7 +19,7 @@ MAX_HEAD_BYTES = 16 * 1024
 
 
 def run(model: Path, host: str, port: int, data_dir: Path, keep_images: bool, token_file: Path | None,
-        max_file_bytes: int, max_files: int, threads: int | None, heatmaps: bool = True,
+        max_file_bytes: int, max_files: int, threads: int | None, heatmaps: bool | str | None = True,
         behind_proxy: bool = False) -> None:
     import uvicorn
 
