@@ -29,7 +29,7 @@ from edgecxr.edge_runtime.run_folder import EXPORT_DIR, SPLIT_FILE, VERIFY_FILE,
 from edgecxr.edge_runtime.versions import package_versions
 from edgecxr.train.keras_backend import KerasBackend, compiled_predict
 
-from . import onnx_export
+from . import card_facts, onnx_export
 from .builders import builder_of
 from .class_activation import describe_head
 from .bias_correction import MODES, convolution_input_means, layer_corrected_copy, logit_gap, logit_shifted_copy
@@ -171,6 +171,7 @@ def artifact_metadata(plan: ExportFormat, path: Path, ctx: ExportContext, facts:
     }
     if plan.quantization == "int8":
         details["calibration"] = {**ctx.calibration.describe(), "seed": ctx.options.seed}
+    details[card_facts.KEY] = card_facts.performance(ctx.run)
     if "feature_map" in io:
         head = describe_head(ctx.keras_model)
         if head is not None:  # the heat map of the same inference (edge_runtime/heatmap.py)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import EdgecxrError
 from .formats import FORMAT_NAMES, runtime_of
+from .model_card import figures_text, performance, threshold_rule
 from .versions import package_version
 
 # (package name on PyPI, module that must import for it to be usable, the suffix it runs), from the format table
@@ -78,8 +79,12 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
         "threshold": f"{md.threshold:.4f}",
         "sha256": "matches metadata",
         "commissioned": commissioned(md.commissioning),
+        "threshold rule": threshold_rule(md),
+        "validated": validated_text(md),
         "load": f"{load_ms:.0f} ms",
     }
+    for site in performance(md).get("other_sites") or []:
+        facts[f"at another site ({site.get('data')})"] = figures_text(site)
     facts["input gate"] = f"cheap checks on; learned check {predictor.learned_check}"
     reference = predictor.reference
     if reference is not None and reference.learned_check_available:
@@ -104,6 +109,13 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
         return ModelCheck(str(path), False, "test prediction gives non-finite features", facts)
     facts["test prediction"] = f"{latency_ms:.1f} ms"
     return ModelCheck(str(path), True, "", facts)
+
+
+def validated_text(metadata) -> str:
+    figures = performance(metadata).get("validated")
+    if not figures:
+        return "not recorded in the metadata (exported before edgecxr sealed its card: re-export it)"
+    return f"{figures_text(figures)} ({figures.get('source')})"
 
 
 def commissioned(record: dict | None) -> str:

@@ -67,3 +67,16 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """Two-sided exact interval: each side leaves out at most (1 - confidence) / 2."""
     one_sided = 1.0 - (1.0 - confidence) / 2.0
     return lower_bound(successes, n, one_sided), upper_bound(successes, n, one_sided)
+
+
+def proportion(successes: int, n: int) -> dict:
+    """A proportion with its exact 95 % interval, as the model card shows it."""
+    low, high = clopper_pearson(successes, n) if n else (None, None)
+    return {"value": successes / n if n else None, "ci95": [low, high], "successes": successes, "n": n}
+
+
+def confusion_figures(matrix, threshold: float) -> dict:
+    """Accuracy, sensitivity and specificity with their intervals from a 2x2 [[tn, fp], [fn, tp]]."""
+    (tn, fp), (fn, tp) = matrix
+    return {"threshold": float(threshold), "accuracy": proportion(tn + tp, tn + fp + fn + tp),
+            "sensitivity": proportion(tp, tp + fn), "specificity": proportion(tn, tn + fp)}

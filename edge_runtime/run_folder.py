@@ -26,6 +26,10 @@ METRICS_FILE = "metrics.json"
 TRAINED_FILE = "trained.json"
 EXPORT_DIR = "export"
 VERIFY_FILE = "verify.json"
+# What `edgecxr evaluate RUN DATA` measured on labelled folders other than the run's own split (another
+# site's films): {folder: result}, each with the sha256 of the model it scored. convert copies the
+# entries of its source model into every artifact's metadata, where the model card reads them.
+EVALUATIONS_FILE = "evaluations.json"
 
 
 def require_run_folder(path: Path) -> Path:

@@ -129,14 +129,17 @@ def no_network_prefix() -> list[str]:
 @pytest.mark.skipif(os.environ.get("EDGECXR_EDGE_ENV") != "1",
                     reason="downloads the target's wheels from PyPI: run with EDGECXR_EDGE_ENV=1 (make edge-check)")
 def test_a_bundle_installs_with_no_network_and_predicts(tiny_run, tiny_kaggle, tmp_path):
-    from edge_artifacts import edge_artifacts
+    from edgecxr.convert.exporter import ConvertOptions, convert_run
+    from edgecxr.train.evaluate import evaluate
 
-    models = edge_artifacts(tiny_run)
+    # The run scored on another labelled folder first, so its artifacts carry that site's figures too.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    evaluate(run, tiny_kaggle / "test")
     export = tmp_path / "export"
-    export.mkdir()
-    for key in ("int8.tflite", "fp32.onnx"):
-        shutil.copy(models[key], export)
-        shutil.copy(models[key].with_name(models[key].name + ".json"), export)
+    results = convert_run(ConvertOptions(run=run, quantize="int8", format="all", out=export, calibration_size=32,
+                                         verify=False))
+    assert {r.name for r in results if r.status == "unverified"} >= {"model_int8.tflite", "model_fp32.onnx"}
     machine = platform.machine()
     built = cli("bundle", export, "--platform", machine, "--formats", "tflite-int8,onnx-fp32", "--out", tmp_path)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -167,3 +170,11 @@ def test_a_bundle_installs_with_no_network_and_predicts(tiny_run, tiny_kaggle, t
         assert result.returncode == 0, result.stderr
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(rows) == 24 and all(row["label"] for row in rows)
+        # The card travels sealed in the metadata: far from the run folder it still shows the validated
+        # figures and the other site's, as on the build machine.
+        doctor = subprocess.run([*no_network_prefix(), prefix / "venv" / "bin" / "edgecxr", "doctor",
+                                 prefix / "models" / model], capture_output=True, text=True, timeout=300)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        printed = " ".join(doctor.stdout.split())
+        assert "validated: sensitivity" in printed and f"at another site ({tiny_kaggle.name}/test): sensitivity" in printed, printed
+        assert "threshold rule: highest threshold with validation sensitivity" in printed

@@ -271,7 +271,7 @@ def test_a_dicom_film_is_read_like_its_jpeg(server, xray_pool, tmp_path):
     assert sorted(p.suffix for p in (data_dir / "images").iterdir()) == [".dcm", ".jpeg"]
 
 
-def test_the_card_reads_the_validated_figures_and_the_commissioning(model, tiny_run, tiny_kaggle, tmp_path):
+def test_the_card_comes_from_the_sealed_metadata_alone(model, tiny_run, tiny_kaggle, tmp_path):
     import json
     import shutil
 
@@ -279,7 +279,7 @@ def test_the_card_reads_the_validated_figures_and_the_commissioning(model, tiny_
 
     from edgecxr.cli import app
     from edgecxr.edge_runtime.metadata import metadata_path, read_metadata
-    from edgecxr.edge_runtime.station.card import commissioning_text, model_card
+    from edgecxr.edge_runtime.model_card import commissioning_text, model_card
 
     validation = json.loads((tiny_run / "metrics.json").read_text())["validation"]
     card = model_card(model, read_metadata(model), "ai-edge-litert", "on")
@@ -287,13 +287,13 @@ def test_the_card_reads_the_validated_figures_and_the_commissioning(model, tiny_
     assert card["validated"]["sensitivity"]["n"] == tp + fn and card["validated"]["specificity"]["n"] == tn + fp
     low, high = card["validated"]["accuracy"]["ci95"]
     assert low <= card["validated"]["accuracy"]["value"] <= high
-    assert card["commissioned"] is None
+    assert card["commissioned"] is None and "picked on validation only" in card["threshold_rule"]
 
-    # A copy outside its run folder: no validated figures can be vouched for.
+    # A copy far from its run folder (as a bundle installs it) shows the same figures: nothing else is read.
     alone = tmp_path / model.name
     shutil.copy(model, alone)
     shutil.copy(metadata_path(model), metadata_path(alone))
-    assert model_card(alone, read_metadata(alone), "ai-edge-litert", "on")["validated"] is None
+    assert model_card(alone, read_metadata(alone), "ai-edge-litert", "on")["validated"] == card["validated"]
 
     result = CliRunner().invoke(app, ["commission", str(alone), str(tiny_kaggle / "test"), "--site", "clinic-a"])
     assert result.exit_code == 0, result.output
@@ -302,7 +302,30 @@ def test_the_card_reads_the_validated_figures_and_the_commissioning(model, tiny_
     card = model_card(site_model, metadata, "ai-edge-litert", "on")
     assert card["commissioned"]["site"] == "clinic-a" and card["threshold"] == metadata.threshold
     assert "sensitivity" in card["commissioned"]["at_site_threshold"]
+    # The site's rule replaces the validated one, in words the card shows.
+    assert card["threshold_rule"].startswith("site rule of clinic-a: ") and "validation only" not in card["threshold_rule"]
+    assert card["threshold_rule"].endswith(metadata.commissioning["rule"])
     assert commissioning_text(metadata).startswith("site clinic-a, ")
+
+
+def test_evaluate_on_another_site_reaches_every_artifacts_card(tiny_run, tiny_kaggle, tmp_path):
+    import shutil
+
+    from edgecxr.convert.exporter import ConvertOptions, convert_run
+    from edgecxr.edge_runtime.metadata import read_metadata
+    from edgecxr.edge_runtime.model_card import model_card
+    from edgecxr.train.evaluate import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    measured = evaluate(run, tiny_kaggle / "test")
+    results = convert_run(ConvertOptions(run=run, quantize="none", format="tflite", out=run / "export", verify=False))
+    (artifact,) = [Path(r.path) for r in results]
+    (site,) = model_card(artifact, read_metadata(artifact), "ai-edge-litert", "on")["other_sites"]
+    (tn, fp), (fn, tp) = measured["confusion_matrix"]
+    assert site["sensitivity"]["n"] == tp + fn and site["sensitivity"]["successes"] == tp
+    assert site["specificity"]["successes"] == tn and site["data"] == f"{tiny_kaggle.name}/test"
+    assert "Keras model" in site["scored"]
 
 
 def test_on_loopback_a_foreign_host_name_is_turned_away(server):

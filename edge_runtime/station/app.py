@@ -38,7 +38,7 @@ from ..gate import NOT_CXR, NOT_CXR_TEXT
 from ..predictor import Predictor
 from ..site_monitor import compare_with_reference
 from . import auth, guards
-from .card import commissioning_text, model_card
+from ..model_card import commissioning_text, model_card
 from .log import Entry, StationLog
 from .uploads import MultiPartException, RequestTooLarge, capped, read_form
 

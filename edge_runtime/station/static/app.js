@@ -132,7 +132,12 @@ async function showCard() {
           "sensitivity " + interval(c.validated.sensitivity) + "; specificity " + interval(c.validated.specificity) +
           "; accuracy " + interval(c.validated.accuracy));
     } else {
-      add("Validated", "figures not found next to this model (its run folder's metrics.json)");
+      add("Validated", "not recorded in this model's metadata (exported before edgecxr sealed its card: re-export it)");
+    }
+    for (const site of c.other_sites || []) {
+      add("At another site (" + site.data + ", " + String(site.date).slice(0, 10) + ")",
+          "sensitivity " + interval(site.sensitivity) + "; specificity " + interval(site.specificity) +
+          "; accuracy " + interval(site.accuracy) + " — what a new clinic should expect before commissioning");
     }
     if (c.commissioned) {
       const s = c.commissioned.at_site_threshold || {};
