@@ -38,7 +38,8 @@ def predict(
     threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's choice).",
                                           rich_help_panel=INFERENCE),
     batch_size: int = typer.Option(1, min=1, help="Images per inference call.", rich_help_panel=INFERENCE),
-    workers: Optional[int] = typer.Option(None, min=1, help="Threads decoding images (default: one per core).",
+    workers: Optional[int] = typer.Option(None, min=1, help="Threads decoding images (default: one per core for "
+                                          "full-size films, one for small ones).",
                                           rich_help_panel=INFERENCE),
     reduced_decode: bool = typer.Option(False, "--reduced-decode", help="Decode large JPEGs at reduced size: "
                                         "several times faster, but may change a label at the threshold.",
@@ -56,7 +57,6 @@ def predict(
     from .errors import EdgecxrError
     from .outputs import CsvWriter, JsonLinesWriter, Summary, TableWriter
     from .predictor import Predictor
-    from .batching import decode_workers
     from .sources import collect_images
 
     predictor = Predictor.open(model, threads=threads, trust=trust, threshold=threshold,
@@ -98,7 +98,7 @@ def predict(
     success = False
     try:
         results = predictor.analyse_many((item.path for item in items), batch_size=batch_size,
-                                         workers=workers or decode_workers(), heatmap=method)
+                                         workers=workers, heatmap=method)
         show_progress = len(items) > 1 and console.is_terminal
         if show_progress:
             from .console import progress_bar
