@@ -3,16 +3,19 @@
 A heat map that looks the same whatever the weights explains nothing. For a trained run, this
 shuffles the weights of the top weighted layers of the Keras model (the classifier head, then
 progressively deeper), exports each copy with the product's own exporter (SavedModel ->
-fp32 TFLite, convert/keras_graph.py and convert/tflite_export.py), and computes the edge runtime's
-occlusion maps (edge_runtime/heatmap.py) on validation images. It reports the Spearman rank
+fp32 TFLite, convert/keras_graph.py and convert/tflite_export.py, with the copy's own head in its
+metadata, convert/class_activation.py), and computes the edge runtime's maps (edge_runtime/heatmap.py,
+`--method cam` or `occlusion`) on validation images. It reports the Spearman rank
 correlation of each randomised model's map with the real model's, next to the real model's map
 with itself on the film shifted by one model-input pixel: a map that passes changes far more under
 randomisation than under the shift. Weights are shuffled within each tensor (a permutation), so each
 layer keeps its weight statistics and activations neither vanish nor explode.
 
-It also times `heatmap()` per image for the run's int8 and fp32 TFLite and ONNX artifacts.
+It also times `heatmap()` per image for the run's int8 and fp32 TFLite and ONNX artifacts, and, for
+cam, reports the rank agreement of the cam and occlusion maps of the int8 TFLite artifact on test/
+films (pictures only: no label is read).
 
-    python -m edgecxr.benchmarks.measure.heatmap_sanity runs/compact --images 30
+    python -m edgecxr.benchmarks.measure.heatmap_sanity runs/compact --images 30 [--method cam]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecxr.edge_runtime.backends import open_backend
+from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.heatmap import DEFAULT_PATCHES, heatmap
 from edgecxr.edge_runtime.images import open_image, to_grayscale
 from edgecxr.edge_runtime.metadata import read_metadata
@@ -89,9 +93,15 @@ def fp32_tflite(model, spec, folder: Path, name: str) -> Path:
     return target
 
 
-def predictor_for(path: Path, metadata) -> Predictor:
+def predictor_for(path: Path, metadata, model=None) -> Predictor:
+    """The exported copy with the real metadata, its head replaced by `model`'s (the randomised one)."""
+    from dataclasses import replace
+
+    from edgecxr.convert.class_activation import describe_head
     from edgecxr.edge_runtime.backends import TFLiteBackend
 
+    if model is not None:
+        metadata = replace(metadata, details={**metadata.details, "class_activation": describe_head(model)})
     return Predictor(TFLiteBackend(path, metadata=metadata))
 
 
@@ -103,7 +113,7 @@ def shifted(film: np.ndarray, pixels: int) -> np.ndarray:
     return out
 
 
-def sanity(run: RunFolder, films: list[np.ndarray], patches: int, seed: int) -> dict:
+def sanity(run: RunFolder, films: list[np.ndarray], patches: int, seed: int, method: str) -> dict:
     import keras
 
     from edgecxr.edge_runtime.preprocessing import PreprocessSpec  # noqa: F401 - spec type in metadata
@@ -112,9 +122,9 @@ def sanity(run: RunFolder, films: list[np.ndarray], patches: int, seed: int) -> 
     metadata = read_metadata(real_path)
     spec = metadata.preprocessing
     real = Predictor.open(real_path)
-    real_maps = [heatmap(real, film, patches) for film in films]
+    real_maps = [heatmap(real, film, patches, method=method) for film in films]
     shift = [max(1, round(film.shape[1] / spec.width)) for film in films]
-    shifted_maps = [heatmap(real, shifted(film, s), patches) for film, s in zip(films, shift)]
+    shifted_maps = [heatmap(real, shifted(film, s), patches, method=method) for film, s in zip(films, shift)]
     n_layers = len(weighted_layers(keras.models.load_model(run.model_path, compile=False)))
     stages = []
     with tempfile.TemporaryDirectory(prefix="heatmap_sanity_") as tmp:
@@ -125,8 +135,8 @@ def sanity(run: RunFolder, films: list[np.ndarray], patches: int, seed: int) -> 
             model = keras.models.load_model(run.model_path, compile=False)
             names = randomise_top(model, count, seed)
             path = fp32_tflite(model, spec, Path(tmp), f"top{count}")
-            randomised = predictor_for(path, metadata)
-            maps = [heatmap(randomised, film, patches) for film in films]
+            randomised = predictor_for(path, metadata, model)
+            maps = [heatmap(randomised, film, patches, method=method) for film in films]
             stages.append({"layers_randomised": count, "of": n_layers, "deepest": names[-1], "top": names[0],
                            **_correlations(real_maps, maps),
                            "mean_abs_probability_change": float(np.mean([abs(r.probability - m.probability)
@@ -134,7 +144,7 @@ def sanity(run: RunFolder, films: list[np.ndarray], patches: int, seed: int) -> 
             print(f"  top {count}/{n_layers} layers randomised (down to {names[-1]}): "
                   f"median rho {stages[-1]['median']:.3f}, of abs. maps {stages[-1]['absolute']['median']:.3f}",
                   flush=True)
-    return {"artifact": real_path.name, "shift_input_pixels": 1, "shift_film_pixels": sorted(set(shift)),
+    return {"artifact": real_path.name, "method": method, "shift_input_pixels": 1, "shift_film_pixels": sorted(set(shift)),
             "real_vs_shift": _correlations(real_maps, shifted_maps), "cascade": stages,
             "evaluations_per_image": real_maps[0].evaluations}
 
@@ -154,7 +164,17 @@ def _summary(values: list[float]) -> dict:
             "q75": float(np.percentile(finite, 75)), "n": int(finite.size), "undefined": len(values) - int(finite.size)}
 
 
-def costs(run: RunFolder, films: list[np.ndarray], patches: int, threads: int | None) -> list[dict]:
+def agreement(run: RunFolder, films: list[np.ndarray], patches: int) -> dict:
+    """Rank agreement of the cam and occlusion maps of the int8 TFLite artifact on the same films."""
+    predictor = Predictor.open(run.export_dir / "model_int8.tflite")
+    pairs = [(heatmap(predictor, film, patches, method="cam"), heatmap(predictor, film, patches, method="occlusion"))
+             for film in films]
+    return {"artifact": "model_int8.tflite", **_summary([spearman(c.change, o.change) for c, o in pairs]),
+            "heat": _summary([spearman(c.heat, o.heat) for c, o in pairs])}
+
+
+def costs(run: RunFolder, films: list[np.ndarray], patches: int, threads: int | None,
+          method: str = "occlusion") -> list[dict]:
     rows = []
     for name in TIMED_ARTIFACTS:
         path = run.export_dir / name
@@ -162,10 +182,16 @@ def costs(run: RunFolder, films: list[np.ndarray], patches: int, threads: int | 
             rows.append({"artifact": name, "error": "not exported"})
             continue
         predictor = Predictor(open_backend(path, threads=threads))
-        heatmap(predictor, films[0], patches)  # warm-up: first-call allocation is not per-image cost
+        try:
+            heatmap(predictor, films[0], patches, method=method)  # warm-up: first-call allocation is not per-image cost
+        except EdgecxrError as exc:  # e.g. an artifact exported before the feature-map output
+            rows.append({"artifact": name, "error": str(exc)})
+            continue
         times = []
         for film in films:
-            times.append(heatmap(predictor, film, patches).elapsed_ms)
+            started = time.perf_counter()  # the whole call: decode, preprocessing, inference(s), map
+            heatmap(predictor, film, patches, method=method)
+            times.append((time.perf_counter() - started) * 1000.0)
         rows.append({"artifact": name, "runtime": predictor.runtime, "images": len(times),
                      "median_ms": float(np.median(times)), "min_ms": float(np.min(times)),
                      "max_ms": float(np.max(times))})
@@ -186,10 +212,12 @@ def markdown(result: dict) -> str:
              "Timings share a 2-core machine with other jobs: read them as upper bounds"
              + (f" (1-minute load average {result['load_average_1min']['before_costs']} before timing, "
                 f"{result['load_average_1min']['after_costs']} after)." if "load_average_1min" in result else "."), "",
-             f"Occlusion sensitivity, {result['settings']['patches']} patches per side (half-overlapping, "
-             f"{s['evaluations_per_image']} inferences per image), on {result['images']} validation images; "
-             f"Spearman rank correlation of the map (change of P(pneumonia) per pixel) with the real "
-             f"{s['artifact']}'s map:", "",
+             (f"Occlusion sensitivity, {result['settings']['patches']} patches per side (half-overlapping, "
+              f"{s['evaluations_per_image']} inferences per image)" if s.get("method", "occlusion") == "occlusion"
+              else "Class-activation map (cam: the feature map weighted by the head's logit gradient, from the "
+                   "answer's own inference)")
+             + f", on {result['images']} validation images; Spearman rank correlation of the signed map (negative: "
+               f"evidence for pneumonia) with the real {s['artifact']}'s map:", "",
              "| compared with the real model's map | median rho (IQR) | median rho of abs. maps (IQR) | images |",
              "|---|---:|---:|---:|",
              _row(f"same model, film shifted by 1 input pixel ({'/'.join(map(str, s['shift_film_pixels']))} film px)",
@@ -197,6 +225,12 @@ def markdown(result: dict) -> str:
     for stage in s["cascade"]:
         lines.append(_row(f"top {stage['layers_randomised']} of {stage['of']} weighted layers shuffled "
                           f"(down to `{stage['deepest']}`)", stage))
+    if "cam_vs_occlusion" in result:
+        c = result["cam_vs_occlusion"]
+        lines += ["", f"Agreement of the cam and occlusion maps of {c['artifact']} on {c['films']} test/ films "
+                      f"(no labels read): median Spearman rho of the signed maps {c['median']:.3f} "
+                      f"(IQR {c['q25']:.3f} to {c['q75']:.3f}), of the heat shown {c['heat']['median']:.3f} "
+                      f"(IQR {c['heat']['q25']:.3f} to {c['heat']['q75']:.3f})."]
     lines += ["", "Cost of one heat map (edgecxr.edge_runtime.heatmap.heatmap, decode included):", "",
               "| artifact | runtime | median ms | min | max | images |", "|---|---|---:|---:|---:|---:|"]
     for row in result["costs"]:
@@ -216,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patches", type=int, default=DEFAULT_PATCHES)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=("cam", "occlusion"), default="cam")
+    parser.add_argument("--agreement-images", type=int, default=30, help="test/ films for cam vs occlusion (cam only)")
+    parser.add_argument("--data", type=Path, default=None, help="data root for --agreement-images")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heatmap"))
     args = parser.parse_args(argv)
     from edgecxr.edge_runtime.extras import require_extra
@@ -232,14 +269,21 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python -m edgecxr.benchmarks.measure.heatmap_sanity " + " ".join(argv or sys.argv[1:]),
               "machine": machine, "machine_text": describe(machine),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "images": len(films), "sanity": sanity(run, films, args.patches, args.seed)}
+              "images": len(films), "sanity": sanity(run, films, args.patches, args.seed, args.method)}
+    if args.method == "cam" and args.agreement_images:
+        from edgecxr.edge_runtime.data_location import resolve_data_dir
+
+        test = sorted(p for p in (resolve_data_dir(args.data) / "test").rglob("*") if p.is_file())
+        random.Random(args.seed).shuffle(test)
+        chosen = [np.asarray(to_grayscale(open_image(p))) for p in test[:args.agreement_images]]
+        result["cam_vs_occlusion"] = {"films": len(chosen), **agreement(run, chosen, args.patches)}
     print("cost per heat map:", flush=True)
     load_before = os.getloadavg()
-    result["costs"] = costs(run, films[:args.timed_images], args.patches, args.threads)
+    result["costs"] = costs(run, films[:args.timed_images], args.patches, args.threads, args.method)
     # Other jobs share the machine: the load says how much the timings are inflated.
     result["load_average_1min"] = {"before_costs": round(load_before[0], 2), "after_costs": round(os.getloadavg()[0], 2)}
     result["wall_s"] = round(time.perf_counter() - started, 1)
-    name = Path(args.run).name
+    name = Path(args.run).name + ("" if args.method == "occlusion" else f"_{args.method}")
     return publish(args.out, name, result, markdown(result))
 
 
