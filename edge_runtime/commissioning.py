@@ -215,8 +215,9 @@ def print_report(console, record: dict, scores: SiteScores, out: Path) -> None:
     console.print(f"site       {figures('at_site_threshold')}", highlight=False)
     console.print("[dim](95% Clopper-Pearson intervals)[/dim]", highlight=False)
     evidence = record["evidence"]
-    style = "green" if evidence["supported"] else "yellow"
-    console.print(f"[{style}]{escape(record['rule'])}[/{style}]; sensitivity lower bound "
+    # A lowered threshold is news the site must see: the validated one was missing its pneumonia.
+    style = {"lowered": "yellow", "raised": "green"}.get(evidence.get("decision"), "cyan")
+    console.print(f"[{style}]{escape(record['rule'])}[/{style}]; sensitivity lower bound at the site threshold "
                   f"{evidence['sensitivity_lower_bound']:.3f}", highlight=False, soft_wrap=True)
     for item in scores.refused:
         console.print(f"[magenta]{NOT_CXR_TEXT}[/magenta] {escape(item['path'])}: {escape(item['reason'])}",

@@ -36,8 +36,8 @@ from .text_cells import printable
 
 # Below this a film's decode, gate and preprocessing (224x224 JPEGs: about 1 ms) cost less than handing
 # it to a thread: measured 2026-12-03 over test/, two threads took 0.2 ms more CPU a film for 15 % less
-# wall time. Full-size films (60 ms and more) gain from one thread per core.
-PARALLEL_DECODE_MS = 10.0
+# wall time. Full-size films (2,000 px JPEGs: about 11 ms, measured the same day) gain from one thread per core.
+PARALLEL_DECODE_MS = 4.0
 
 
 @dataclass(frozen=True)

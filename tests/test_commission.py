@@ -63,32 +63,51 @@ def constructed(n_positives: int, n_negatives: int = 40, seed: int = 0):
     return truths, np.r_[positives, negatives], np.sort(positives)
 
 
-def test_rule_misses_no_more_positives_than_the_bound_allows():
+def test_a_shortfall_lowers_the_threshold_no_further_than_the_bound_allows():
     truths, probabilities, positives = constructed(60)  # 60 positives: none may be missed
-    choice = choose_site_threshold(truths, probabilities, validated_threshold=0.5)
+    choice = choose_site_threshold(truths, probabilities, validated_threshold=0.5)  # misses about 30 %
+    assert choice.decision == "lowered" and choice.upper_bound_at_validated < 0.95
     assert choice.supported and choice.allowed_misses == 0
     assert positives[0] >= choice.threshold > probabilities[probabilities < positives[0]].max()
-    assert choice.sensitivity_lower_bound >= 0.95
+    assert choice.sensitivity_lower_bound >= 0.95 and "lowered" in choice.rule
 
     truths, probabilities, positives = constructed(200, seed=1)  # 200 positives: 4 may be missed
     choice = choose_site_threshold(truths, probabilities, validated_threshold=0.5)
-    assert choice.allowed_misses == 4
+    assert choice.decision == "lowered" and choice.allowed_misses == 4
     assert positives[3] < choice.threshold <= positives[4]
     assert np.sum(positives < choice.threshold) == 4 and choice.sensitivity_lower_bound >= 0.95
 
 
-def test_rule_may_raise_the_threshold_when_the_evidence_supports_it():
+def test_the_threshold_rises_only_when_the_evidence_supports_the_target_there():
     truths, probabilities, positives = constructed(80, seed=2)
     choice = choose_site_threshold(truths, probabilities, validated_threshold=0.05)
-    assert choice.supported and choice.threshold > 0.05
+    assert choice.decision == "raised" and choice.threshold > 0.05 and choice.sensitivity_lower_bound >= 0.95
 
 
-def test_too_few_positives_keep_the_validated_threshold_and_say_so():
-    truths, probabilities, _ = constructed(58, seed=3)
-    for validated in (0.05, 0.5, 0.9):
+def test_without_evidence_either_way_the_validated_threshold_stays_and_says_what_would_decide():
+    truths, probabilities, positives = constructed(62, seed=4)
+    validated = float(positives[1])  # misses one of 62: no shortfall shown, the target not shown either
+    choice = choose_site_threshold(truths, probabilities, validated_threshold=validated)
+    assert choice.decision == "kept" and choice.threshold == validated
+    assert choice.caught_at_validated == 61 and choice.upper_bound_at_validated >= 0.95
+    more = choice.more_positives_needed
+    assert more > 0 and f"{more} more PNEUMONIA" in choice.rule
+    # The count is exact: that many more, all found, show the target; one fewer does not.
+    assert lower_bound(61 + more, 62 + more) >= 0.95 > lower_bound(61 + more - 1, 62 + more - 1)
+    # The old rule would have dropped it under the lowest positive: here nothing moves.
+    assert choice.threshold > positives[0]
+
+
+def test_too_few_positives_lower_only_on_a_shortfall_and_then_miss_none():
+    truths, probabilities, positives = constructed(58, seed=3)
+    kept = choose_site_threshold(truths, probabilities, validated_threshold=0.05)  # every positive found
+    assert kept.decision == "kept" and kept.threshold == 0.05 and not kept.supported
+    assert kept.allowed_misses is None and kept.more_positives_needed == 59 - 58 + 0  # 59 needed in all
+    for validated in (0.5, 0.9):  # shortfalls too large for 58 positives to leave in doubt
         choice = choose_site_threshold(truths, probabilities, validated_threshold=validated)
-        assert not choice.supported and choice.threshold == validated and choice.allowed_misses is None
-        assert "kept the validated threshold" in choice.rule and "59" in choice.rule
+        assert choice.decision == "lowered" and not choice.supported
+        assert positives[0] > choice.threshold and np.sum(positives < choice.threshold) == 0
+        assert "lowest-scored" in choice.rule and "59" in choice.rule
 
 
 # --- the command on real images --------------------------------------------------------------------
@@ -141,14 +160,22 @@ def test_commission_writes_a_new_model_and_leaves_the_original_alone(model, site
     assert record["images"] == {"NORMAL": 12, "PNEUMONIA": 62}
     assert record["refused"] == {"NORMAL": 1} and record["skipped"] == 1
     assert record["previous_threshold"] == validated and record["at_previous_threshold"]["threshold"] == validated
-    assert record["evidence"]["supported"] and record["evidence"]["allowed_misses"] == 0
+    evidence = record["evidence"]
+    assert evidence["supported"] and evidence["allowed_misses"] == 0
     at_site = record["at_site_threshold"]
     assert metadata.threshold == record["threshold"] == at_site["threshold"]
-    assert at_site["sensitivity"]["successes"] == 62  # none of 62 may be missed
+    # The decision follows the evidence at the validated threshold (this tiny model's scores decide which).
+    assert record["at_previous_threshold"]["sensitivity"]["successes"] == evidence["caught_at_validated"]
+    if evidence["upper_bound_at_validated"] < 0.95:
+        assert evidence["decision"] == "lowered" and at_site["sensitivity"]["successes"] == 62  # none of 62 missed
+    elif evidence["decision"] == "kept":
+        assert record["threshold"] == validated and evidence["more_positives_needed"] >= 0
+    else:
+        assert evidence["decision"] == "raised" and record["threshold"] > validated
     low, high = at_site["specificity"]["ci95"]
     assert low <= at_site["specificity"]["value"] <= high
     assert "not a chest X-ray" in err and "blank-page.png" in err and "broken.jpeg" in err
-    assert "Clopper-Pearson" in err and "commissioned model written" in err
+    assert evidence["decision"] in err and "commissioned model written" in err
     assert record["renormalised"] is False and "renormalisation" not in record
     written = json.loads(report.read_text())
     assert written["model"] == str(new) and written["commissioning"] == record
@@ -160,7 +187,8 @@ def test_commission_writes_a_new_model_and_leaves_the_original_alone(model, site
                              "--summary", site.parent / "summary.json")
     rows = [json.loads(line) for line in out.splitlines()]
     assert {row["threshold"] for row in rows} == {metadata.threshold}
-    assert all(row["label"] == "PNEUMONIA" for row in rows if row["probability"] is not None)
+    found = sum(row["label"] == "PNEUMONIA" for row in rows if row["probability"] is not None)
+    assert found == at_site["sensitivity"]["successes"]  # what the record promised at the site threshold
     assert "commissioned for site clinic-a" in err
     summary = json.loads((site.parent / "summary.json").read_text())
     assert summary["commissioning"]["site"] == "clinic-a"
