@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from itertools import chain
+from itertools import chain, islice
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -214,8 +214,8 @@ class Predictor:
         resizes) and run `batch_size` at a time through the one backend, in the order given. At
         most `batching.decode_window` decoded inputs wait at any time, so memory stays bounded
         however long the folder. A result's latency is its own decoding time plus its share of the
-        batch's inference time. `workers=None` decides from the first film: one thread per core when
-        decoding it took at least PARALLEL_DECODE_MS (full-size films), else one.
+        batch's inference time. `workers=None` decides from the first two films: one thread per core
+        when the faster took at least PARALLEL_DECODE_MS to decode (full-size films), else one.
         """
         for analysis in self.analyse_many(sources, batch_size, workers):
             yield analysis.prediction
@@ -236,11 +236,10 @@ class Predictor:
 
         sources, head = iter(sources), []
         if workers is None:  # auto: threads only where decoding, not the model, is the film's cost
-            first = next(sources, None)
-            if first is None:
-                return
-            head = [decode(first)]
-            workers = decode_workers() if (head[0].decode_ms or 0.0) >= PARALLEL_DECODE_MS else 1
+            # Two films, the faster one counted: the first decode also pays Pillow's plugin start-up.
+            head = [decode(source) for source in islice(sources, 2)]
+            fastest = min((item.decode_ms for item in head if item.decode_ms is not None), default=0.0)
+            workers = decode_workers() if fastest >= PARALLEL_DECODE_MS else 1
         if workers == 1:
             yield from self._in_batches(chain(head, (decode(source) for source in sources)), batch_size, method,
                                         patches)

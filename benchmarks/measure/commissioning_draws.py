@@ -15,8 +15,12 @@ score the others.
 With --renormalise, each run folder is also commissioned with and without re-estimated BatchNorm
 statistics on two patient halves of test/ (commissioning_halves.py; that part needs TensorFlow).
 
-Goals at k = 100 (int8): mean accuracy >= 0.90 (compact) / 0.92 (EfficientNet-Lite0) on the
-evaluation part, mean sensitivity >= 0.95, 10th-percentile sensitivity >= 0.92.
+Goals at k = 100 (int8, issue 32): mean accuracy on the evaluation part at least the validated
+threshold's in the same draws (commissioning does no harm), mean sensitivity >= 0.95,
+10th-percentile sensitivity >= 0.92 (the older goal, mean accuracy >= 0.90 compact / 0.92 Lite0, is
+reported beside). Also a constructed site where the validated threshold misses: the same films with
+the threshold moved up to where it finds 85 % of test/'s PNEUMONIA films; the rule must lower it
+and recover sensitivity.
 Results land in benchmarks/results/commissioning/ with the command, machine and date.
 """
 
@@ -43,12 +47,17 @@ from ..bench_report import markdown_table
 GOAL_SIZE = 100
 ACCURACY_GOALS = {"compact": 0.90, "efficientnet_lite0": 0.92}
 GOALS = {"mean_sensitivity_min": 0.95, "p10_sensitivity_min": 0.92}
+# The constructed site where the validated threshold misses (issue 32): the model's threshold moved
+# up to where it finds only this share of test/'s PNEUMONIA films. test/'s labels make the broken
+# model; the rule under test still sees only its k drawn films.
+MISSING_SENSITIVITY = 0.85
 
 
 def simulate(scores: dict, validated: float, k: int, splits: int, seed: int) -> dict:
     truths, probabilities, patients = scores["truths"], scores["probabilities"], scores["patients"]
     rng = np.random.default_rng([seed, k])
     site, plain, thresholds, supported, sizes = {f: [] for f in FIGURES}, {f: [] for f in FIGURES}, [], 0, []
+    decisions, accuracy_gain = {"kept": 0, "lowered": 0, "raised": 0}, []
     for _ in range(splits):
         commission = draw_commissioning_part(truths, patients, k, rng)
         choice = choose_site_threshold(truths[commission], probabilities[commission], validated, TARGET)
@@ -59,8 +68,12 @@ def simulate(scores: dict, validated: float, k: int, splits: int, seed: int) -> 
                 figures[f].append(metrics[f])
         thresholds.append(choice.threshold)
         supported += choice.supported
+        decisions[choice.decision] += 1
+        accuracy_gain.append(site["accuracy"][-1] - plain["accuracy"][-1])
         sizes.append(int(commission.sum()))
     return {"k": k, "splits": splits, "images_drawn": summarise(sizes), "supported_share": supported / splits,
+            "decisions": decisions, "accuracy_gain": summarise(accuracy_gain),
+            "worse_accuracy_share": float(np.mean(np.asarray(accuracy_gain) < 0)),
             "site_threshold": summarise(thresholds),
             "commissioned": {f: summarise(v) for f, v in site.items()},
             "uncommissioned": {f: summarise(v) for f, v in plain.items()}}
@@ -72,6 +85,8 @@ def goals_met(arch: str, at_goal_size: dict) -> dict:
     return {
         "accuracy": None if accuracy_goal is None else site["accuracy"]["mean"] >= accuracy_goal,
         "accuracy_goal": accuracy_goal,
+        # Issue 32: commissioning does no harm - its mean accuracy at least the validated threshold's.
+        "no_harm": site["accuracy"]["mean"] >= at_goal_size["uncommissioned"]["accuracy"]["mean"],
         "mean_sensitivity": site["sensitivity"]["mean"] >= GOALS["mean_sensitivity_min"],
         "p10_sensitivity": site["sensitivity"]["p10"] >= GOALS["p10_sensitivity_min"],
     }
@@ -84,6 +99,10 @@ def benchmark_model(given: Path, test_dir: Path, args) -> dict:
     scores = score_test(predictor, test_dir)
     rows = [simulate(scores, predictor.threshold, k, args.splits, args.seed) for k in args.sizes]
     at_goal = next((r for r in rows if r["k"] == GOAL_SIZE), None)
+    positives = np.sort(scores["probabilities"][scores["truths"]])
+    missing_threshold = float(positives[int(np.floor((1.0 - MISSING_SENSITIVITY) * len(positives)))])
+    missing = {"validated_threshold": missing_threshold, "sensitivity_target_share": MISSING_SENSITIVITY,
+               "sizes": [simulate(scores, missing_threshold, k, args.splits, args.seed) for k in args.sizes]}
     renormalisation = None
     if args.renormalise and given.is_dir():
         from .commissioning_halves import run_halves  # TensorFlow: only for this part
@@ -102,7 +121,7 @@ def benchmark_model(given: Path, test_dir: Path, args) -> dict:
             "n_patients": int(len(np.unique(scores["patients"]))), "refused": scores["refused"],
             "skipped": scores["skipped"], "sizes": rows,
             "goals_at_100": goals_met(metadata.arch, at_goal) if at_goal else None,
-            "renormalisation": renormalisation}
+            "missing_site": missing, "renormalisation": renormalisation}
 
 
 def _cell(summary: dict) -> str:
@@ -124,23 +143,37 @@ def markdown(result: dict) -> str:
                   f"{m['n_scored']} test/ images scored ({m['n_positive']} PNEUMONIA, {m['n_patients']} patients), "
                   f"{m['refused']} refused by the input gate, {m['skipped']} skipped; validated threshold "
                   f"{m['validated_threshold']:.4f}.", ""]
-        rows = []
-        for r in m["sizes"]:
-            for name, key in (("site threshold", "commissioned"), ("validated threshold", "uncommissioned")):
-                rows.append([str(r["k"]), name] + [_cell(r[key][f]) for f in FIGURES] +
-                            ([f"{100 * r['supported_share']:.0f} %", f"{r['site_threshold']['mean']:.3f}"]
-                             if key == "commissioned" else ["", ""]))
-        lines += markdown_table(["k", "threshold", "accuracy", "sensitivity", "specificity",
-                                 "splits with enough PNEUMONIA for the rule", "mean site threshold"], rows, left=2)
+        lines += _sizes_table(m["sizes"])
         goals = m["goals_at_100"]
         if goals:
-            lines += ["", f"Goals at k = 100: mean accuracy ≥ {goals['accuracy_goal']}: {_verdict(goals['accuracy'])}; "
-                          f"mean sensitivity ≥ {GOALS['mean_sensitivity_min']}: {_verdict(goals['mean_sensitivity'])}; "
-                          f"10th-percentile sensitivity ≥ {GOALS['p10_sensitivity_min']}: "
-                          f"{_verdict(goals['p10_sensitivity'])}.", ""]
+            lines += ["", f"Goals at k = 100: mean accuracy ≥ the validated threshold's in the same draws: "
+                          f"{_verdict(goals.get('no_harm'))}; mean sensitivity ≥ {GOALS['mean_sensitivity_min']}: "
+                          f"{_verdict(goals['mean_sensitivity'])}; 10th-percentile sensitivity ≥ "
+                          f"{GOALS['p10_sensitivity_min']}: {_verdict(goals['p10_sensitivity'])} (older goal, mean "
+                          f"accuracy ≥ {goals['accuracy_goal']}: {_verdict(goals['accuracy'])}).", ""]
+        if m.get("missing_site"):
+            missing = m["missing_site"]
+            lines += ["### A site where the validated threshold misses", "",
+                      f"The same films with the model's threshold moved up to {missing['validated_threshold']:.4f}, "
+                      f"where it finds {missing['sensitivity_target_share']:.0%} of test/'s PNEUMONIA films:", ""]
+            lines += _sizes_table(missing["sizes"]) + [""]
         if m.get("renormalisation"):
             lines += halves_markdown(m["renormalisation"])
     return "\n".join(lines) + "\n"
+
+
+def _sizes_table(sizes: list[dict]) -> list[str]:
+    rows = []
+    for r in sizes:
+        for name, key in (("site threshold", "commissioned"), ("validated threshold", "uncommissioned")):
+            extra = ["", "", ""]
+            if key == "commissioned":
+                d = r.get("decisions", {})
+                extra = [f"{d.get('kept', 0)} / {d.get('lowered', 0)} / {d.get('raised', 0)}",
+                         f"{100 * r.get('worse_accuracy_share', float('nan')):.0f} %", f"{r['site_threshold']['mean']:.3f}"]
+            rows.append([str(r["k"]), name] + [_cell(r[key][f]) for f in FIGURES] + extra)
+    return markdown_table(["k", "threshold", "accuracy", "sensitivity", "specificity", "kept / lowered / raised",
+                           "draws with lower accuracy", "mean site threshold"], rows, left=2)
 
 
 def _goal_line(goals: dict) -> str:
