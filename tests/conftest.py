@@ -77,6 +77,12 @@ def tiny_run(tiny_kaggle, tmp_path_factory) -> Path:
     return train(config)
 
 
+@pytest.fixture(scope="session")
+def four_films(data_root) -> list[Path]:
+    """Two NORMAL then two PNEUMONIA real test/ films: the heat-map tests' subjects."""
+    return [sorted((data_root / "test" / label).iterdir())[i] for label in ("NORMAL", "PNEUMONIA") for i in (0, 1)]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Pixel caches go to a per-session temp folder, never the user's ~/.cache."""

@@ -27,11 +27,6 @@ def models(tiny_run):
     return edge_artifacts(tiny_run)
 
 
-@pytest.fixture(scope="module")
-def films(data_root) -> list[Path]:
-    return [sorted((data_root / "test" / label).iterdir())[i] for label in ("NORMAL", "PNEUMONIA") for i in (0, 1)]
-
-
 def keras_grad_cam(run: Path, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(d logit / d pooled features, the (h, w) map A @ weights / cells) by TensorFlow's autodiff."""
     import keras
@@ -52,10 +47,10 @@ def keras_grad_cam(run: Path, model_input: np.ndarray) -> tuple[np.ndarray, np.n
     return gradient, np.asarray(feature_map)[0] @ gradient / cells
 
 
-def test_the_numpy_head_gives_tensorflows_gradient(tiny_run, models, films):
+def test_the_numpy_head_gives_tensorflows_gradient(tiny_run, models, four_films):
     predictor = Predictor.open(models["fp32.tflite"])
     head = predictor.metadata.details["class_activation"]
-    for film in films:
+    for film in four_films:
         model_input = preprocess(open_image(film), predictor.spec)
         expected, _ = keras_grad_cam(tiny_run, model_input)
         features = predictor.backend.infer(model_input[None]).features[0]
@@ -64,9 +59,9 @@ def test_the_numpy_head_gives_tensorflows_gradient(tiny_run, models, films):
 
 
 @pytest.mark.parametrize("artifact", ["fp32.tflite", "fp32.onnx"])
-def test_the_cam_of_one_inference_is_the_keras_models(tiny_run, models, films, artifact):
+def test_the_cam_of_one_inference_is_the_keras_models(tiny_run, models, four_films, artifact):
     predictor = Predictor.open(models[artifact])
-    for film in films:
+    for film in four_films:
         analysis = predictor.analyse(film, heatmap="cam")
         heat = analysis.heat
         assert heat.method == "cam" and heat.evaluations == 1
@@ -80,9 +75,9 @@ def test_the_cam_of_one_inference_is_the_keras_models(tiny_run, models, films, a
 
 
 @pytest.mark.parametrize("artifact", ["int8.tflite", "int8.onnx"])
-def test_int8_artifacts_give_a_cam_with_their_answer(models, films, artifact):
+def test_int8_artifacts_give_a_cam_with_their_answer(models, four_films, artifact):
     predictor = Predictor.open(models[artifact])
-    for film in films:
+    for film in four_films:
         analysis = predictor.analyse(film, heatmap="cam")
         plain = predictor.predict(film)
         assert (analysis.prediction.label, analysis.prediction.probability) == (plain.label, plain.probability)
@@ -90,23 +85,23 @@ def test_int8_artifacts_give_a_cam_with_their_answer(models, films, artifact):
         assert analysis.image.size == analysis.heat.film_size
 
 
-def test_occlusion_stays_an_option_and_cam_is_refused_where_the_model_cannot(models, tiny_run, films):
+def test_occlusion_stays_an_option_and_cam_is_refused_where_the_model_cannot(models, tiny_run, four_films):
     predictor = Predictor.open(models["int8.tflite"])
-    occlusion = predictor.analyse(films[2], heatmap="occlusion").heat
+    occlusion = predictor.analyse(four_films[2], heatmap="occlusion").heat
     assert occlusion.method == "occlusion" and occlusion.evaluations == 15 * 15 + 1
-    assert predictor.analyse(films[2], heatmap="auto").heat.method == "cam"
+    assert predictor.analyse(four_films[2], heatmap="auto").heat.method == "cam"
     legacy = Predictor.open(legacy_artifacts(tiny_run)["int8.tflite"])
     with pytest.raises(EdgecxrError, match="exports no feature map"):
-        legacy.analyse(films[2], heatmap="cam")
-    assert legacy.analyse(films[2], heatmap="auto").heat.method == "occlusion"
+        legacy.analyse(four_films[2], heatmap="cam")
+    assert legacy.analyse(four_films[2], heatmap="auto").heat.method == "occlusion"
     with pytest.raises(EdgecxrError, match="heat-map method"):
-        predictor.analyse(films[2], heatmap="saliency")
+        predictor.analyse(four_films[2], heatmap="saliency")
 
 
-def test_predict_decodes_each_film_once_heat_map_included(models, films, tmp_path, monkeypatch, capsys):
+def test_predict_decodes_each_film_once_heat_map_included(models, four_films, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
-    for film in films:
+    for film in four_films:
         shutil.copy(film, folder / film.name)
     opened = []
     real_open = Image.open
@@ -122,5 +117,5 @@ def test_predict_decodes_each_film_once_heat_map_included(models, films, tmp_pat
         code, _, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json",
                                "--heatmap", out, "--heatmap-method", method, "--workers", "1")
         assert code == 0, err
-        assert len(opened) == len(films), (method, len(opened))
-        assert len(list(out.iterdir())) == len(films) and f"({method};" in err
+        assert len(opened) == len(four_films), (method, len(opened))
+        assert len(list(out.iterdir())) == len(four_films) and f"({method};" in err

@@ -26,8 +26,8 @@ def models(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def films(data_root) -> list[Path]:
-    return [sorted((data_root / "test" / label).iterdir())[i] for label in ("NORMAL", "PNEUMONIA") for i in (0, 1)]
+def films(four_films) -> list[Path]:
+    return four_films
 
 
 @pytest.mark.parametrize("artifact", ["int8.tflite", "fp32.tflite", "int8.onnx", "fp32.onnx"])
