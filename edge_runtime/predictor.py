@@ -111,8 +111,10 @@ def single_threaded_blas() -> None:
     small (the gate's projections, a few thousand numbers a film) and OpenBLAS's idle threads spin
     between them: measured 2026-12-03, `edgecxr predict` over test/ took 2.8 CPU s with them and 1.5
     without, the same wall time. The model's own threads are the runtime's (--threads)."""
-    from threadpoolctl import threadpool_limits
-
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a hand-made install without it (--no-deps) runs as before, only costlier
+        return
     threadpool_limits(limits=1, user_api="blas")
 
 

@@ -175,6 +175,6 @@ def test_a_bundle_installs_with_no_network_and_predicts(tiny_run, tiny_kaggle, t
         doctor = subprocess.run([*no_network_prefix(), prefix / "venv" / "bin" / "edgecxr", "doctor",
                                  prefix / "models" / model], capture_output=True, text=True, timeout=300)
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-        printed = " ".join(doctor.stdout.split())
+        printed = " ".join((doctor.stdout + doctor.stderr).split())  # the report goes to stderr
         assert "validated: sensitivity" in printed and f"at another site ({tiny_kaggle.name}/test): sensitivity" in printed, printed
         assert "threshold rule: highest threshold with validation sensitivity" in printed
