@@ -141,12 +141,16 @@ def class_activation_map(predictor, feature_map: np.ndarray, features: np.ndarra
                    elapsed_ms=(time.perf_counter() - started) * 1000.0, method="cam")
 
 
+def check_patches(patches: int) -> None:
+    if not 2 <= patches <= 64:
+        raise EdgecxrError(f"patches per side must be between 2 and 64, not {patches}")
+
+
 def occlusion_map(predictor, model_input: np.ndarray, probability: float, film_size: tuple[int, int],
                   box: tuple[int, int, int, int], patches: int = DEFAULT_PATCHES,
                   batch_size: int | None = None, started: float | None = None) -> HeatMap:
     """Occlusion sensitivity around one preprocessed input whose probability is already known."""
-    if not 2 <= patches <= 64:
-        raise EdgecxrError(f"patches per side must be between 2 and 64, not {patches}")
+    check_patches(patches)
     started = time.perf_counter() if started is None else started
     height, width = model_input.shape[:2]
     patch_h, patch_w = max(1, height // patches), max(1, width // patches)
@@ -191,8 +195,8 @@ def heatmap(predictor, source: ImageSource, patches: int = DEFAULT_PATCHES, batc
     refused ones (`Predictor.analyse` does both in one pass). Raises ImageError for an unreadable image.
     """
     choose_method(method, predictor)
-    if not 2 <= patches <= 64:
-        raise EdgecxrError(f"patches per side must be between 2 and 64, not {patches}")
+    if method == "occlusion":
+        check_patches(patches)  # before the decode: a bad argument costs nothing
     started = time.perf_counter()
     spec = predictor.spec
     film = open_image(source)
