@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[train,lite0,dev,dicom,station]"
+	$(BIN)/python -m pip install --quiet -e ".[train,lite0,mobile,dev,dicom,station]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -93,6 +93,11 @@ class KerasModel:
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         return self.backend.predict_proba(inputs)
 
+    def prepare(self, path):
+        from edgecxr.edge_runtime.preprocessing import preprocess
+
+        return preprocess(path, self.metadata.preprocessing)
+
     def modes(self) -> dict:
         model = self.backend.model
         return {
@@ -118,6 +123,9 @@ class EdgeModel:
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         return self.backend.predict_proba(inputs)
 
+    def prepare(self, path):
+        return self.backend.prepare(path)
+
     def modes(self) -> dict:
         return {"invoke": self.backend.predict_proba}
 
@@ -131,8 +139,9 @@ def open_model(path: Path, device, threads: int):
     return EdgeModel(path, device, threads)
 
 
-def preprocess_all(paths: list[str], spec) -> tuple[np.ndarray, list[int], list[dict], list[float]]:
-    """Inputs for every readable image, their indices, the skipped files, and per-image seconds."""
+def preprocess_all(paths: list[str], spec, prepare=None) -> tuple[np.ndarray, list[int], list[dict], list[float]]:
+    """Inputs for every readable image, their indices, the skipped files, and per-image seconds.
+    `prepare(path)`: the backend's own (a frame for the mobile graph); else `preprocess` with `spec`."""
     from edgecxr.edge_runtime.errors import ImageError
     from edgecxr.edge_runtime.preprocessing import preprocess
 
@@ -140,7 +149,7 @@ def preprocess_all(paths: list[str], spec) -> tuple[np.ndarray, list[int], list[
     for index, path in enumerate(paths):
         start = time.perf_counter()
         try:
-            array = preprocess(path, spec)
+            array = prepare(path) if prepare is not None else preprocess(path, spec)
         except ImageError as exc:
             skipped.append({"path": path, "reason": str(exc)})
             continue
@@ -149,7 +158,8 @@ def preprocess_all(paths: list[str], spec) -> tuple[np.ndarray, list[int], list[
         kept.append(index)
     if not inputs:
         raise RuntimeError("none of the evaluation images could be read")
-    return np.stack(inputs).astype(np.float32), kept, skipped, seconds
+    stacked = np.stack(inputs)  # uint8 frames stay uint8; preprocessed inputs are float32 already
+    return (stacked if stacked.dtype == np.uint8 else stacked.astype(np.float32)), kept, skipped, seconds
 
 
 def first_prediction(model, paths: list[str]) -> tuple[int, float, float]:
@@ -160,7 +170,7 @@ def first_prediction(model, paths: list[str]) -> tuple[int, float, float]:
     for index, path in enumerate(paths):
         start = time.perf_counter()
         try:
-            array = preprocess(path, model.metadata.preprocessing)
+            array = model.prepare(path)
         except ImageError:
             continue
         preprocessed = time.perf_counter()
@@ -191,7 +201,7 @@ def run(args: argparse.Namespace) -> dict:
                       peak_rss_mb_first_prediction=peak_rss_mb())
 
         stage = "preprocessing"
-        inputs, kept, skipped, seconds = preprocess_all(paths, model.metadata.preprocessing)
+        inputs, kept, skipped, seconds = preprocess_all(paths, model.metadata.preprocessing, model.prepare)
         ms = np.asarray(seconds) * 1000
         result.update(kept=kept, skipped=skipped, preprocess_ms_p50=float(np.median(ms)),
                       preprocess_ms_p95=float(np.percentile(ms, 95)))

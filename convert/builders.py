@@ -15,8 +15,8 @@ from typing import Callable
 
 from edgecxr.edge_runtime.formats import ExportFormat
 
-from . import onnx_export, tflite_export
-from .tensor_info import onnx_io, tflite_io
+from . import mobile_export, onnx_export, tflite_export
+from .tensor_info import mobile_io, onnx_io, ort_io, tflite_io
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,30 @@ def build_onnx(plan: ExportFormat, target: Path, ctx) -> dict:
         return {"converter": converter, "quantizer": None}
     onnx_export.quantize_onnx_int8(float_model, calibration_inputs(plan, ctx), target)
     return {"converter": converter, "quantizer": onnx_export.QUANTIZER}
+
+
+@register("ort", tensor_facts=ort_io, weight_steps=onnx_export.WEIGHT_STEPS)
+def build_ort(plan: ExportFormat, target: Path, ctx) -> dict:
+    # The .onnx of the same quantization, made by its own builder, then turned into ORT's format.
+    onnx_file = ctx.workdir / f"{target.name}.onnx"
+    facts = build_onnx(plan, onnx_file, ctx)
+    onnx_export.convert_to_ort(onnx_file, target)
+    return {**facts, "converter": f"{facts['converter']}, then {onnx_export.ORT_CONVERTER}"}
+
+
+@register("mobile", tensor_facts=mobile_io, weight_steps=tflite_export.WEIGHT_STEPS)
+def build_mobile(plan: ExportFormat, target: Path, ctx) -> dict:
+    source = ctx.run.metadata
+    spec = source.preprocessing
+    frame = mobile_export.frame_size(spec)
+    described = mobile_export.description(list(source.labels), source.positive_label, source.threshold,
+                                          source.arch, frame)
+    target.write_bytes(mobile_export.convert_mobile(ctx.keras_model, spec, list(source.labels), source.positive_label,
+                                                    ctx.plan_inputs(plan, ctx.calibration), described, ctx.workdir))
+    return {"converter": "tf.lite.TFLiteConverter.from_saved_model", "quantizer": mobile_export.QUANTIZER,
+            "frame": {"height": frame[0], "width": frame[1], "channels": 3, "dtype": "uint8"},
+            "tflite_metadata": {"name": described.name, "labels": list(described.labels),
+                                "description": described.description}}
 
 
 def builder_of(plan: ExportFormat) -> Builder:

@@ -34,8 +34,9 @@ def convert(
     quantize: Quantize = typer.Option(Quantize("int8"), metavar="<name>", help=", ".join(
         QUANTIZE_CHOICES[:-1]) + " or all (every combination). Each quantized model comes with its fp32 reference "
         "in the same format.", rich_help_panel=ARTIFACTS),
-    format: Format = typer.Option(Format("all"), "--format", help="File formats to write.",
-                                  rich_help_panel=ARTIFACTS),
+    format: Format = typer.Option(Format("all"), "--format", metavar="<name>", help=", ".join(
+        FORMAT_CHOICES[:-1]) + " or all: the file formats to write (mobile: the phone model, preprocessing inside; "
+        "ort: ORT Mobile's format).", rich_help_panel=ARTIFACTS),
     opset: int = typer.Option(17, min=13, help="ONNX opset.", rich_help_panel=ARTIFACTS),
     bias_correction: BiasCorrection = typer.Option(
         BiasCorrection.layers, help="int8 only. logit: shift the final logit so the int8 model's mean logit on the "

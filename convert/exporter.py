@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from edgecxr.edge_runtime.atomic import atomic_path, write_json_atomic
-from edgecxr.edge_runtime.backends import backend_class
+from edgecxr.edge_runtime.backends import BACKENDS
 from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.feature_reference import FEATURES, FeatureBasis
+from edgecxr.edge_runtime.images import open_image
 from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
+from edgecxr.edge_runtime.preprocessing import frame_input
 from edgecxr.edge_runtime.formats import EXPORT_FORMATS, ExportFormat
 from edgecxr.edge_runtime.run_folder import EXPORT_DIR, SPLIT_FILE, VERIFY_FILE, RunFolder
 from edgecxr.edge_runtime.versions import package_versions
@@ -110,6 +112,7 @@ class ExportContext:
     _intermediates: dict = field(default_factory=dict)
     _calibration_reference: np.ndarray | None = field(default=None)
     _input_means: dict | None = field(default=None)
+    _frames: dict = field(default_factory=dict)
 
     def saved_model(self) -> Path:
         """The SavedModel the TFLite converter starts from, exported once (export traps checked)."""
@@ -145,11 +148,28 @@ class ExportContext:
             self._input_means = convolution_input_means(self.keras_model, self.calibration.inputs)
         return self._input_means
 
+    def plan_inputs(self, plan: ExportFormat, images: ImageSet) -> np.ndarray:
+        """What the artifact of `plan` is fed for `images`: their preprocessed inputs, or for a graph that
+        takes frames, each film decoded by the edge runtime's decoder into a frame (made once per set)."""
+        if plan.takes != "frame":
+            return images.inputs
+        size = frame_size_of(self.run.metadata.preprocessing)
+        key = (id(images), size)
+        if key not in self._frames:
+            self._frames[key] = np.stack([frame_input(open_image(path), *size) for path in images.paths])
+        return self._frames[key]
+
     def with_model(self, model, name: str) -> "ExportContext":
         """The same run, data and reference, converting `model` instead (in its own work folder)."""
         workdir = self.workdir / name
         workdir.mkdir()
         return replace(self, keras_model=model, workdir=workdir, _saved_model=None, _intermediates={})
+
+
+def frame_size_of(spec) -> tuple[int, int]:
+    from .mobile_export import frame_size
+
+    return frame_size(spec)
 
 
 def build_file(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict:
@@ -186,7 +206,7 @@ def artifact_metadata(plan: ExportFormat, path: Path, ctx: ExportContext, facts:
 def artifact_probabilities(path: Path, metadata: ModelMetadata, inputs: np.ndarray) -> tuple[np.ndarray, str]:
     """The artifact's probabilities on `inputs` in its real runtime, and that runtime's name."""
     try:
-        backend = backend_class(path)(path, metadata=metadata)
+        backend = BACKENDS[metadata.format](path, metadata=metadata)
     except EdgecxrError as exc:  # the runtime cannot even load it
         raise VerificationFailed(str(exc)) from None
     return predict_in_batches(backend.predict_proba, inputs), backend.runtime
@@ -201,7 +221,8 @@ def build_bias_corrected(plan: ExportFormat, target: Path, ctx: ExportContext) -
         start = ctx.with_model(model, f"layers-{plan.filename}")
         described["corrected_convolutions"] = len(means)
     facts = build_file(plan, target, start)
-    probs, _ = artifact_probabilities(target, artifact_metadata(plan, target, ctx, facts), ctx.calibration.inputs)
+    probs, _ = artifact_probabilities(target, artifact_metadata(plan, target, ctx, facts),
+                                      ctx.plan_inputs(plan, ctx.calibration))
     gap = logit_gap(ctx.calibration_reference(), probs)
     if gap.mean is not None:
         corrected = ctx.with_model(logit_shifted_copy(start.keras_model, -gap.mean), f"corrected-{plan.filename}")
@@ -217,7 +238,7 @@ def build_artifact(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict
 
 def verify_file(plan: ExportFormat, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> tuple[dict, str]:
     """Run the artifact in its real runtime on the verification images; raise if out of tolerance."""
-    probs, runtime = artifact_probabilities(path, metadata, ctx.verification.inputs)
+    probs, runtime = artifact_probabilities(path, metadata, ctx.plan_inputs(plan, ctx.verification))
     comparison = compare(ctx.reference_probs, probs, ctx.verification.known_labels(), metadata.threshold,
                          band=plan.tolerance.threshold_band)
     comparison["tolerance"] = plan.tolerance.describe()
@@ -227,13 +248,15 @@ def verify_file(plan: ExportFormat, path: Path, metadata: ModelMetadata, ctx: Ex
     return comparison, runtime
 
 
-def attach_feature_reference(path: Path, metadata: ModelMetadata, ctx: ExportContext) -> dict:
+def attach_feature_reference(plan: ExportFormat, path: Path, metadata: ModelMetadata, ctx: ExportContext) -> dict:
     """Give the artifact at `path` its feature reference, made in its own runtime; returns what the
     verify report says about it."""
-    if ctx.gate_bases is None:
-        metadata.details["input_gate"] = {"learned_check": f"none: {ctx.gate_skipped}"}
+    skipped = ("its graph takes a frame and returns the scores alone: the app runs the gate (docs/mobile.md)"
+               if plan.takes == "frame" else ctx.gate_skipped)
+    if ctx.gate_bases is None or plan.takes == "frame":
+        metadata.details["input_gate"] = {"learned_check": f"none: {skipped}"}
         return metadata.details["input_gate"]
-    backend = backend_class(path)(path, metadata=metadata)
+    backend = BACKENDS[metadata.format](path, metadata=metadata)
     expected = ctx.gate_bases[FEATURES].dim
     if backend.feature_dim != expected:
         raise VerificationFailed(f"its feature output has {backend.feature_dim} values, the Keras model's {expected}")
@@ -259,7 +282,7 @@ def export_one(plan: ExportFormat, ctx: ExportContext, build=build_artifact) -> 
             if ctx.verification is not None:
                 result.verification, result.runtime = verify_file(plan, tmp, metadata, ctx)
                 metadata.details["verification"] = result.verification
-            result.input_gate = attach_feature_reference(tmp, metadata, ctx)
+            result.input_gate = attach_feature_reference(plan, tmp, metadata, ctx)
             result.size_bytes = tmp.stat().st_size
         write_metadata(target, metadata)
         result.status = "ok" if ctx.verification is not None else "unverified"

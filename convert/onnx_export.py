@@ -75,3 +75,40 @@ def quantize_onnx_int8(float_model: Path, calibration: np.ndarray, out_path: Pat
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
         )
+
+
+# The .ort file is optimised for ARM (the phones and Pis it is for); onnxruntime runs it on x86 too,
+# with the same kernels' results (tests/test_mobile.py compares it with the .onnx on every film).
+ORT_TARGET_PLATFORM = "arm"
+ORT_CONVERTER = f"onnxruntime.tools.convert_onnx_models_to_ort (fixed optimisations, target {ORT_TARGET_PLATFORM})"
+
+
+def convert_to_ort(onnx_path: Path, target: Path) -> None:
+    """ORT Mobile's flatbuffer format, made by onnxruntime's own converter from the .onnx file."""
+    import contextlib
+    import io
+    import logging
+
+    from edgecxr.edge_runtime.native_logs import runtime_logs_silenced
+
+    # The tool prints its progress and logs through the root logger at INFO: both are kept off the
+    # terminal (and the root logger is left as it was); they are shown only if it makes no file.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    said = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="edgecxr-ort-") as folder:
+        source = Path(folder) / "model.onnx"
+        source.write_bytes(Path(onnx_path).read_bytes())
+        try:
+            with runtime_logs_silenced(), contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+                from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+                convert_onnx_models_to_ort(source, Path(folder), optimization_styles=[OptimizationStyle.Fixed],
+                                           target_platform=ORT_TARGET_PLATFORM)
+        finally:
+            root.setLevel(level)
+            root.handlers[:] = handlers
+        made = Path(folder) / "model.ort"
+        if not made.is_file():
+            raise RuntimeError(f"onnxruntime's converter wrote no .ort file: {said.getvalue().strip()[-300:]}")
+        target.write_bytes(made.read_bytes())

@@ -74,3 +74,33 @@ def onnx_io(path: Path) -> dict:
             **_qdq_params(model, value.name, consumer),
         }
     return facts
+
+
+def ort_io(path: Path) -> dict:
+    """The input and outputs of a .ort file, as onnxruntime reports them (the file is no ONNX protobuf)."""
+    import onnxruntime as ort
+
+    from edgecxr.edge_runtime.backends import output_roles
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.get_outputs()
+    found = output_roles([list(o.shape) for o in outputs])
+
+    def described(value) -> dict:
+        dtype = value.type.replace("tensor(", "").rstrip(")").replace("float", "float32")
+        return {"name": value.name, "dtype": dtype, "shape": [d if isinstance(d, int) else -1 for d in value.shape]}
+
+    facts = {"input": described(session.get_inputs()[0]), "output": described(outputs[found.probability])}
+    for role, index in (("features", found.features), ("feature_map", found.feature_map)):
+        if index is not None:
+            facts[role] = described(outputs[index])
+    return facts
+
+
+def mobile_io(path: Path) -> dict:
+    """The frame input and the scores output of the mobile .tflite file."""
+    from edgecxr.edge_runtime.backends import tflite_interpreter_class
+
+    interpreter_class, _ = tflite_interpreter_class()
+    interpreter = interpreter_class(model_path=str(path))
+    return {"input": _tensor(interpreter.get_input_details()[0]), "output": _tensor(interpreter.get_output_details()[0])}

@@ -1,5 +1,7 @@
-"""Inference backends with one interface: preprocessed float inputs in, P(pneumonia) out, plus
-the model's penultimate features where the graph exports them (the input gate and site monitor).
+"""Inference backends with one interface: a decoded film becomes the graph's input (`prepare`), and
+inputs go in, P(pneumonia) out, plus the model's penultimate features where the graph exports them
+(the input gate and site monitor). Most graphs take the preprocessed tensor; the mobile graph takes
+a uint8 frame and preprocesses inside.
 
 TFLite runs on LiteRT (`ai-edge-litert`), falling back to `tflite-runtime`; ONNX runs on
 onnxruntime. int8 input/output quantization is read from the model's own tensor details,
@@ -15,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgecxrError, MetadataError, MissingDependencyError
-from .formats import EDGE_SUFFIXES, runtime_of
+from .formats import EDGE_SUFFIXES, EXPORT_FORMATS, format_of_file, runtime_of
 from .metadata import ModelMetadata, read_metadata
 from .native_logs import runtime_logs_silenced
+from .preprocessing import frame_input, preprocess
 
 BACKENDS: dict[str, type] = {}
 
@@ -104,6 +107,7 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 @register_backend
 class TFLiteBackend:
     format = "tflite"
+    takes_frames = False  # True for a graph that preprocesses inside (its `prepare` makes a frame)
 
     def __init__(self, path: str | Path, threads: int | None = None, trust: bool = False,
                  metadata: ModelMetadata | None = None):
@@ -130,6 +134,14 @@ class TFLiteBackend:
         self.output = details[self.roles.probability]
         self.feature_output = None if self.roles.features is None else details[self.roles.features]
         self.map_output = None if self.roles.feature_map is None else details[self.roles.feature_map]
+
+    def prepare(self, image) -> np.ndarray:
+        """A decoded film (PIL image, path or bytes) -> this graph's input for one image."""
+        return preprocess(image, self.metadata.preprocessing)
+
+    @property
+    def expected_input_hwc(self) -> list:
+        return list(self.metadata.preprocessing.input_shape)
 
     @property
     def input_dtype(self) -> str:
@@ -196,6 +208,7 @@ class TFLiteBackend:
 @register_backend
 class OnnxBackend:
     format = "onnx"
+    takes_frames = False
     runtime = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, trust: bool = False,
@@ -232,6 +245,13 @@ class OnnxBackend:
     @property
     def has_feature_map(self) -> bool:
         return self.map_name is not None
+
+    def prepare(self, image) -> np.ndarray:
+        return preprocess(image, self.metadata.preprocessing)
+
+    @property
+    def expected_input_hwc(self) -> list:
+        return list(self.metadata.preprocessing.input_shape)
 
     @property
     def input_dtype(self) -> str:
@@ -270,9 +290,67 @@ class OnnxBackend:
                          None if maps is None else np.asarray(maps, dtype=np.float32))
 
 
+@register_backend
+class OrtBackend(OnnxBackend):
+    """ORT Mobile's format: onnxruntime loads the .ort flatbuffer as it loads .onnx."""
+
+    format = "ort"
+
+
+@register_backend
+class MobileBackend(TFLiteBackend):
+    """The mobile TFLite graph: one uint8 RGB frame in, preprocessed inside, class scores out."""
+
+    format = "mobile"
+    takes_frames = True
+
+    def __init__(self, path: str | Path, threads: int | None = None, trust: bool = False,
+                 metadata: ModelMetadata | None = None):
+        super().__init__(path, threads=threads, trust=trust, metadata=metadata)
+        self.positive = list(self.metadata.labels).index(self.metadata.positive_label)
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        frame = self.metadata.details.get("frame") if isinstance(self.metadata.details, dict) else None
+        if not isinstance(frame, dict):
+            raise MetadataError(f"{self.path.name}: its metadata says the mobile format but gives no frame size")
+        return int(frame["height"]), int(frame["width"])
+
+    def prepare(self, image) -> np.ndarray:
+        return frame_input(image, *self.frame)
+
+    @property
+    def expected_input_hwc(self) -> list:
+        return [*self.frame, 3]
+
+    def _scores(self, frames: np.ndarray) -> np.ndarray:
+        """Each frame on its own: phone runtimes (MediaPipe) take batch 1, and so does the graph."""
+        frames = np.asarray(frames, dtype=np.uint8)
+        scores = []
+        for frame in frames:
+            self.interpreter.set_tensor(self.input["index"], frame[None])
+            self.interpreter.invoke()
+            scores.append(self.interpreter.get_tensor(self.output["index"])[0, self.positive])
+        return np.asarray(scores, dtype=np.float64)
+
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        return self._scores(inputs)
+
+    def predict(self, inputs: np.ndarray) -> tuple[np.ndarray, None]:
+        return self._scores(inputs), None
+
+    def infer(self, inputs: np.ndarray, feature_maps: bool = False) -> Inference:
+        return Inference(self._scores(inputs))
+
+
 def backend_class(path: str | Path):
-    """The registered backend for a model file's suffix, or None when no format of the table has it."""
-    return BACKENDS.get(Path(path).suffix.lower().lstrip("."))
+    """The registered backend for a model file: by its table name (model_int8_mobile.tflite), else by
+    its suffix; None when no format of the table has it. `open_backend` goes by the metadata instead."""
+    row = format_of_file(path)
+    if row is not None:
+        return BACKENDS[row.format]
+    suffix = Path(path).suffix.lower()
+    return next((BACKENDS[f.format] for f in EXPORT_FORMATS if f.suffix == suffix), None)
 
 
 def open_backend(path: str | Path, threads: int | None = None, trust: bool = False):
@@ -286,7 +364,10 @@ def open_backend(path: str | Path, threads: int | None = None, trust: bool = Fal
             f"{path.name}: the edge runtime runs {' and '.join(EDGE_SUFFIXES)} models "
             f"(a .keras model needs the [train] extra: edgecxr evaluate)"
         )
-    opened = backend(path, threads=threads, trust=trust)
+    metadata = read_metadata(path, verify_sha256=not trust)
+    # The metadata, sealed, says which graph this is: a renamed mobile model is still one.
+    backend = BACKENDS.get(metadata.format, backend)
+    opened = backend(path, threads=threads, trust=trust, metadata=metadata)
     check_input_shape(opened)
     return opened
 
@@ -294,7 +375,7 @@ def open_backend(path: str | Path, threads: int | None = None, trust: bool = Fal
 def check_input_shape(backend) -> None:
     """The graph's input must be what the metadata's preprocessing makes: otherwise every film would fail
     inside the runtime (an edited or mismatched metadata file), so the model is refused once, here."""
-    expected = list(backend.metadata.preprocessing.input_shape)
+    expected = backend.expected_input_hwc
     found = backend.input_hwc
     if len(found) != len(expected) or any(isinstance(f, int) and f != e for f, e in zip(found, expected)):
         raise MetadataError(f"{backend.path.name} takes input {'x'.join(map(str, found))}, but its metadata's "

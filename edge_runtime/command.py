@@ -15,7 +15,7 @@ INFERENCE, OUTPUT = "Inference", "Output"
 
 
 def predict(
-    model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
+    model: Path = typer.Argument(..., help="A .tflite, .onnx or .ort model with its <model>.json metadata next to it."),
     images: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively). A folder "
                                         "with NORMAL/ and PNEUMONIA/ subfolders is scored against them."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines) on stdout.",
@@ -133,7 +133,7 @@ def make_commission(load_rebuild: Callable[[], Callable]):
     never imports convert/, and it is called only when --renormalise is given."""
 
     def commission(
-        model: Path = typer.Argument(..., help="A .tflite or .onnx model with its <model>.json metadata next to it."),
+        model: Path = typer.Argument(..., help="A .tflite, .onnx or .ort model with its <model>.json metadata next to it."),
         labelled_dir: Path = typer.Argument(..., help="This site's films, labelled by its clinician: a folder "
                                             "with NORMAL/ and PNEUMONIA/ subfolders."),
         site: Optional[str] = typer.Option(None, help="Site name (letters, digits, - and _). Default: the "

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgecxrError
-from .formats import FORMAT_NAMES, runtime_of
+from .formats import EDGE_SUFFIXES, EXPORT_FORMATS
 from .model_card import figures_text, performance, threshold_rule
 from .versions import package_version
 
 # (package name on PyPI, module that must import for it to be usable, the suffix it runs), from the format table
-RUNTIMES = tuple((package, module, f".{name}") for name in FORMAT_NAMES for package, module in runtime_of(name).packages)
+RUNTIMES = tuple(dict.fromkeys((package, module, row.suffix) for row in EXPORT_FORMATS
+                                for package, module in row.runtime.packages))
 
 
 @dataclass
@@ -150,11 +151,12 @@ def print_report(console, runtimes: list[RuntimeCheck], model: ModelCheck | None
     console.print(table)
 
     usable = []
-    for name in FORMAT_NAMES:
-        found = next((c for c in runtimes if c.runs == f".{name}" and c.importable), None)
+    for suffix in EDGE_SUFFIXES:
+        found = next((c for c in runtimes if c.runs == suffix and c.importable), None)
         usable.append(found)
-        hint = f"[red]nothing[/red] ({runtime_of(name).install_hint})"
-        console.print(f".{name} models run on: {found.package if found else hint}", highlight=False)
+        runtime = next(row.runtime for row in EXPORT_FORMATS if row.suffix == suffix)
+        hint = f"[red]nothing[/red] ({runtime.install_hint})"
+        console.print(f"{suffix} models run on: {found.package if found else hint}", highlight=False)
     ok = any(found is not None for found in usable)
     if model is not None:
         if model.ok:

@@ -19,6 +19,12 @@ and passes on another, while a real model has few such images (`make demo`'s com
   in 256 steps) plus the one step by which kernels of two CPUs may round apart.
 fp32 has no band: its flips would be bugs, and its max |dp| check holds it anyway.
 ONNX fp16 and dynamic-range models run poorly on ARM CPUs with onnxruntime: not offered.
+
+Two rows are for phones (docs/mobile.md). `ort` is the ONNX model in ORT Mobile's own format, which
+onnxruntime (and its smaller mobile build) loads as it is. `mobile` is an int8 TFLite model whose
+graph takes a whole uint8 RGB frame and does the preprocessing itself, with TFLite metadata, so
+MediaPipe Tasks or the Android ML binding run it with no code of edgecxr's; its file is
+`model_int8_mobile.tflite`.
 """
 
 from __future__ import annotations
@@ -60,14 +66,18 @@ class Runtime:
 
 @dataclass(frozen=True)
 class ExportFormat:
-    format: str  # tflite | onnx: the file suffix, and the key of its builder (convert) and backend (edge_runtime)
+    format: str  # tflite | onnx | ort | mobile: the key of its builder (convert) and backend (edge_runtime)
     quantization: str  # none | fp16 | dynamic | int8, as in the metadata
     runtime: Runtime  # the edge runtime that runs it
     tolerance: Tolerance
+    file_suffix: str | None = None  # when the file's suffix is not the format's name
+    # "tensor": the graph takes the preprocessed input (preprocessing.py runs before it);
+    # "frame": a uint8 RGB frame, preprocessed inside the graph.
+    takes: str = "tensor"
 
     @property
     def suffix(self) -> str:
-        return f".{self.format}"
+        return self.file_suffix or f".{self.format}"
 
     @property
     def tag(self) -> str:
@@ -76,7 +86,8 @@ class ExportFormat:
 
     @property
     def filename(self) -> str:
-        return f"model_{QUANT_TAGS[self.quantization]}{self.suffix}"
+        named = "" if self.file_suffix is None else f"_{self.format}"
+        return f"model_{QUANT_TAGS[self.quantization]}{named}{self.suffix}"
 
 
 _FP32 = Tolerance(max_abs_diff=1e-4)
@@ -85,6 +96,8 @@ _8BIT = Tolerance(min_agreement=0.98, threshold_band=2 / 256)
 TFLITE_RUNTIME = Runtime("LiteRT (ai-edge-litert) or tflite-runtime",
                          (("ai-edge-litert", "ai_edge_litert.interpreter"), ("tflite-runtime", "tflite_runtime.interpreter")))
 ONNX_RUNTIME = Runtime("onnxruntime", (("onnxruntime", "onnxruntime"),))
+MOBILE_RUNTIME = Runtime("MediaPipe Tasks or LiteRT (on the edge: ai-edge-litert or tflite-runtime)",
+                         TFLITE_RUNTIME.packages)
 
 # Adding a format is a row here (one per quantization it offers), a builder registered under its
 # name in convert/builders.py and a backend registered under it in backends.py (docs/convert.md).
@@ -96,9 +109,12 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("tflite", "int8", TFLITE_RUNTIME, _8BIT),
     ExportFormat("onnx", "none", ONNX_RUNTIME, _FP32),
     ExportFormat("onnx", "int8", ONNX_RUNTIME, _8BIT),
+    ExportFormat("ort", "none", ONNX_RUNTIME, _FP32),
+    ExportFormat("ort", "int8", ONNX_RUNTIME, _8BIT),
+    ExportFormat("mobile", "int8", MOBILE_RUNTIME, _8BIT, file_suffix=".tflite", takes="frame"),
 )
 FORMAT_NAMES = tuple(dict.fromkeys(f.format for f in EXPORT_FORMATS))
-EDGE_SUFFIXES = tuple(f".{name}" for name in FORMAT_NAMES)
+EDGE_SUFFIXES = tuple(dict.fromkeys(f.suffix for f in EXPORT_FORMATS))
 
 
 def runtime_of(format: str) -> Runtime:

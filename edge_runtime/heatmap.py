@@ -73,6 +73,9 @@ class HeatMap:
 
 def choose_method(requested: str, predictor) -> str:
     """`requested` ("cam", "occlusion" or "auto"), or why the model cannot give it."""
+    if getattr(predictor.backend, "takes_frames", False):
+        raise EdgecxrError(f"{predictor.metadata.model_file or 'the mobile model'} takes whole frames and returns the "
+                           f"scores alone, so it draws no heat map: use model_int8.tflite for heat maps")
     if requested == AUTO:
         return "cam" if cam_available(predictor) else "occlusion"
     if requested not in METHODS:

@@ -1,7 +1,8 @@
 """A model plus its metadata: image in, label and probability of pneumonia out, or `not_cxr`.
 
-The predictor owns no preprocessing of its own: it calls `preprocessing.preprocess`, the same
-definition training and conversion use, with the spec stored in the model's metadata.
+The predictor owns no preprocessing of its own: its backend's `prepare` calls `preprocessing.preprocess`,
+the same definition training and conversion use, with the spec stored in the model's metadata (or,
+for the mobile graph that preprocesses inside, makes the frame a phone would hand it).
 
 Before any label, the input gate (gate.py) decides whether the image can be a chest X-ray: cheap
 checks on the decoded picture, then, where the model carries a feature reference, a learned check
@@ -30,7 +31,7 @@ from .errors import EdgecxrError, ImageError
 from .gate import ANALYSIS_SIDE, NOT_CXR, Gate
 from .heatmap import DEFAULT_PATCHES, HeatMap, choose_method, class_activation_map, input_box, occlusion_map
 from .images import ImageSource, image_warnings, open_image, to_grayscale
-from .preprocessing import preprocess, smallest_source_side
+from .preprocessing import smallest_source_side
 from .text_cells import printable
 
 
@@ -301,7 +302,7 @@ class Predictor:
             image = open_image(source, reduce_to=self.reduce_to)
             gray = to_grayscale(image)  # once, for the gate and the preprocessing
             reason = self.gate.cheap_check(image, gray)
-            model_input = preprocess(gray, self.spec) if reason is None else None
+            model_input = self.backend.prepare(gray) if reason is None else None
         except ImageError as exc:
             if raise_errors:
                 raise

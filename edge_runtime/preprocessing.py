@@ -116,6 +116,16 @@ def scale_pixels(pixels, spec: PreprocessSpec):
     return pixels * np.float32(spec.scale) + np.float32(spec.offset)
 
 
+def frame_input(source: ImageSource, height: int, width: int) -> np.ndarray:
+    """Path, bytes, PIL image or array -> uint8 (height, width, 3) RGB frame: what a phone app hands the
+    mobile model (formats.py), which preprocesses inside its graph. The film's gray in each channel,
+    resized only when it is not that size already (as MediaPipe resizes a frame to the model's input)."""
+    gray = to_grayscale(open_image(source))
+    if gray.size != (width, height):
+        gray = gray.resize((width, height), RESAMPLE_FILTERS["bilinear"])
+    return np.repeat(np.asarray(gray, dtype=np.uint8)[:, :, None], 3, axis=2)
+
+
 def preprocess(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
     """Path, bytes, PIL image or array -> float32 (height, width, channels) model input."""
     pixels = to_pixels(open_image(source), spec)

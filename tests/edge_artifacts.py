@@ -62,6 +62,7 @@ def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
     from edgecxr.convert.calibration import ImageSet
     from edgecxr.convert.gate_reference import GateImages, artifact_reference, run_bases
     from edgecxr.edge_runtime.backends import open_backend
+    from edgecxr.edge_runtime.formats import format_of_file
     from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, write_metadata
     from edgecxr.edge_runtime.preprocessing import preprocess
 
@@ -81,6 +82,8 @@ def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
     out.mkdir(exist_ok=True)
     built = {}
     for key, source in edge_artifacts(run).items():
+        if format_of_file(source).takes == "frame":  # the phone graph exports no features to gate on
+            continue
         target = out / source.name
         shutil.copy(source, target)
         shutil.copy(metadata_path(source), metadata_path(target))

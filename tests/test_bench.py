@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecxr.edge_runtime.formats import EDGE_SUFFIXES
+
 from edgecxr.benchmarks.artifacts import Candidate, select
 from edgecxr.benchmarks.bench import JSON_FILE, MARKDOWN_FILE, BenchConfig, run_bench
 from edgecxr.edge_runtime.atomic import json_safe
@@ -116,7 +118,7 @@ def test_every_artifact_appears_with_measurements(bench_setup):
     result = bench_setup["result"]
     export = bench_setup["run"] / "export"
     files = {r["file"] for r in result["rows"]}
-    on_disk = {p.name for p in export.iterdir() if p.suffix in (".tflite", ".onnx")}
+    on_disk = {p.name for p in export.iterdir() if p.suffix in EDGE_SUFFIXES}
     assert {"model_fp32.tflite", "model_int8.tflite", "model_fp32.onnx"} <= on_disk
     assert on_disk | {"model.keras", MISSING} == files
     for row in result["rows"]:

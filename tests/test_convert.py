@@ -19,6 +19,7 @@ from edgecxr.convert.plan import plan_artifacts
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.convert.verify import problems, verification_table
 from edgecxr.edge_runtime.formats import tolerance_of
+from edgecxr.edge_runtime.formats import format_of_file
 from edgecxr.edge_runtime.backends import TFLiteBackend, open_backend, output_roles
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LabelledImage
@@ -29,6 +30,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.numeric]
 
 ALL_SIX = ["model_fp32.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
            "model_fp32.onnx", "model_int8.onnx"]
+# Every row of the format table: the six above, ORT Mobile's two and the phone model (tests/test_mobile.py).
+TENSOR_ARTIFACTS = [*ALL_SIX, "model_fp32.ort", "model_int8.ort"]  # graphs that take the preprocessed tensor
+ALL_ARTIFACTS = [*TENSOR_ARTIFACTS, "model_int8_mobile.tflite"]
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +61,9 @@ def exported(run_at_half, tmp_path_factory):
     return out, {r.name: r for r in results}
 
 
-def test_all_six_artifacts_are_built_and_verified(exported):
+def test_every_artifact_is_built_and_verified(exported):
     out, results = exported
-    assert sorted(results) == sorted(ALL_SIX)
+    assert sorted(results) == sorted(ALL_ARTIFACTS)
     for name, result in results.items():
         assert result.status == "ok", result.error
         assert (out / name).is_file() and (out / f"{name}.json").is_file()
@@ -78,12 +82,12 @@ def test_fp32_artifacts_reproduce_keras_probabilities(exported):
 def test_metadata_of_every_artifact_matches_its_file(exported, run_at_half):
     out, _ = exported
     source = read_metadata(run_at_half / "model.keras")
-    for name in ALL_SIX:
+    for name in ALL_ARTIFACTS:
         metadata = read_metadata(out / name)  # raises when the sha256 does not match
         assert metadata.sha256 == sha256_file(out / name)
         assert metadata.model_file == name
-        assert metadata.format == name.rsplit(".", 1)[1]
-        assert metadata.quantization == {"fp32": "none"}.get(name[6:].split(".")[0], name[6:].split(".")[0])
+        row = format_of_file(name)
+        assert (metadata.format, metadata.quantization) == (row.format, row.quantization)
         assert metadata.preprocessing == source.preprocessing
         assert metadata.threshold == source.threshold and metadata.labels == source.labels
         assert metadata.details["source_sha256"] == source.sha256
@@ -116,7 +120,7 @@ def test_the_feature_and_map_outputs_equal_the_keras_models_layers(exported, run
 
 def test_every_artifact_exports_its_feature_map_and_carries_the_head(exported):
     out, _ = exported
-    for name in ALL_SIX:
+    for name in TENSOR_ARTIFACTS:
         metadata = read_metadata(out / name)
         assert len(metadata.details["feature_map"]["shape"]) == 4, name
         head = metadata.details["class_activation"]
@@ -127,7 +131,7 @@ def test_every_artifact_exports_its_feature_map_and_carries_the_head(exported):
 def test_every_artifact_carries_a_feature_reference_made_in_its_runtime(exported):
     out, results = exported
     references = {}
-    for name in ALL_SIX:
+    for name in TENSOR_ARTIFACTS:
         metadata = read_metadata(out / name)
         reference = metadata.feature_reference
         assert reference is not None and reference.feature_dim == 64, name
@@ -184,15 +188,15 @@ def test_onnx_batch_dimension_is_dynamic(exported, tiny_run):
 def test_verify_json_and_table_list_every_artifact(exported):
     out, results = exported
     report = json.loads((out / "verify.json").read_text())
-    assert sorted(report["artifacts"]) == sorted(ALL_SIX)
+    assert sorted(report["artifacts"]) == sorted(ALL_ARTIFACTS)
     assert report["failures"] == []
     assert report["verification_images"]["n_images"] == results["model_int8.tflite"].verification["n_images"]
     console = Console(record=True, width=200)
     console.print(verification_table([r.to_dict() for r in results.values()]))
     text = console.export_text()
-    for name in ALL_SIX:
+    for name in ALL_ARTIFACTS:
         assert name in text
-    assert "failed" not in text and text.count(" ok") >= 6
+    assert "failed" not in text and text.count(" ok") >= len(ALL_ARTIFACTS)
 
 
 def test_truncated_artifact_fails_and_keeps_the_earlier_file(exported, run_at_half):
@@ -399,8 +403,10 @@ def test_flips_within_the_band_around_the_threshold_are_not_counted():
 
 def test_plan_names_and_choices():
     assert [p.filename for p in plan_artifacts("int8", "all")] == [
-        "model_fp32.tflite", "model_int8.tflite", "model_fp32.onnx", "model_int8.onnx"]
-    assert sorted(p.filename for p in plan_artifacts("all", "all")) == sorted(ALL_SIX)
+        "model_fp32.tflite", "model_int8.tflite", "model_fp32.onnx", "model_int8.onnx", "model_fp32.ort",
+        "model_int8.ort", "model_int8_mobile.tflite"]
+    assert sorted(p.filename for p in plan_artifacts("all", "all")) == sorted(ALL_ARTIFACTS)
+    assert [p.filename for p in plan_artifacts("int8", "mobile")] == ["model_int8_mobile.tflite"]
     assert [p.filename for p in plan_artifacts("none", "tflite")] == ["model_fp32.tflite"]
     with pytest.raises(EdgecxrError, match="not available"):
         plan_artifacts("fp16", "onnx")

@@ -18,12 +18,14 @@ def test_every_format_of_the_table_has_a_builder_and_a_backend():
     assert set(BUILDERS) == set(FORMAT_NAMES)
     assert set(BACKENDS) == set(FORMAT_NAMES)
     for row in EXPORT_FORMATS:
-        assert backend_class(f"model{row.suffix}") is BACKENDS[row.format]
+        assert backend_class(row.filename) is BACKENDS[row.format]
     assert backend_class("model.keras") is None
 
 
 def test_doctor_lists_every_runtime_package_of_the_table():
-    listed = {(package, runs) for package, _, runs in RUNTIMES}
+    listed = [(package, runs) for package, _, runs in RUNTIMES]
+    assert len(listed) == len(set(listed))  # each package once per suffix, however many rows share it
+    listed = set(listed)
     wanted = {(package, row.suffix) for row in EXPORT_FORMATS for package, _ in row.runtime.packages}
     assert listed == wanted
 
