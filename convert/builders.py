@@ -24,14 +24,20 @@ class Builder:
     build: Callable  # (row, target path, ExportContext) -> converter facts for the metadata
     tensor_facts: Callable[[Path], dict]  # input, probability and feature tensors read from the file
     weight_steps: int  # int8 weights are rounded to max|w| / weight_steps per output channel
+    # A format that is another one's file re-encoded (.ort from .onnx): when that twin of the same
+    # quantization was published in this run, `from_twin(twin path, twin facts, target)` converts it
+    # as it is, so the two files hold the same model (bias correction included).
+    twin: str | None = None
+    from_twin: Callable | None = None
 
 
 BUILDERS: dict[str, Builder] = {}
 
 
-def register(format: str, *, tensor_facts: Callable[[Path], dict], weight_steps: int):
+def register(format: str, *, tensor_facts: Callable[[Path], dict], weight_steps: int, twin: str | None = None,
+             from_twin: Callable | None = None):
     def decorator(build):
-        BUILDERS[format] = Builder(build, tensor_facts, weight_steps)
+        BUILDERS[format] = Builder(build, tensor_facts, weight_steps, twin, from_twin)
         return build
     return decorator
 
@@ -60,7 +66,13 @@ def build_onnx(plan: ExportFormat, target: Path, ctx) -> dict:
     return {"converter": converter, "quantizer": onnx_export.QUANTIZER}
 
 
-@register("ort", tensor_facts=ort_io, weight_steps=onnx_export.WEIGHT_STEPS)
+def ort_from_onnx(onnx_file: Path, onnx_facts: dict, target: Path) -> dict:
+    onnx_export.convert_to_ort(onnx_file, target)
+    return {**onnx_facts, "converted_from": onnx_file.name,
+            "converter": f"{onnx_facts.get('converter')}, then {onnx_export.ORT_CONVERTER}"}
+
+
+@register("ort", tensor_facts=ort_io, weight_steps=onnx_export.WEIGHT_STEPS, twin="onnx", from_twin=ort_from_onnx)
 def build_ort(plan: ExportFormat, target: Path, ctx) -> dict:
     # The .onnx of the same quantization, made by its own builder, then turned into ORT's format.
     onnx_file = ctx.workdir / f"{target.name}.onnx"

@@ -24,7 +24,7 @@ from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.feature_reference import FEATURES, FeatureBasis
 from edgecxr.edge_runtime.images import open_image
-from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
+from edgecxr.edge_runtime.metadata import ModelMetadata, read_metadata, write_metadata
 from edgecxr.edge_runtime.preprocessing import frame_input
 from edgecxr.edge_runtime.formats import EXPORT_FORMATS, ExportFormat
 from edgecxr.edge_runtime.run_folder import EXPORT_DIR, SPLIT_FILE, VERIFY_FILE, RunFolder
@@ -113,6 +113,8 @@ class ExportContext:
     _calibration_reference: np.ndarray | None = field(default=None)
     _input_means: dict | None = field(default=None)
     _frames: dict = field(default_factory=dict)
+    # (format, quantization) -> (path, converter facts) of each artifact published in this run
+    published: dict = field(default_factory=dict)
 
     def saved_model(self) -> Path:
         """The SavedModel the TFLite converter starts from, exported once (export traps checked)."""
@@ -230,7 +232,32 @@ def build_bias_corrected(plan: ExportFormat, target: Path, ctx: ExportContext) -
     return {**facts, "bias_correction": {**described, **gap.describe()}}
 
 
+def published_twin(plan: ExportFormat, ctx: ExportContext) -> tuple[Path, dict] | None:
+    """The artifact `plan`'s file re-encodes, of the same quantization and the same source model:
+    published in this run, or already in the export folder with sealed metadata."""
+    builder = builder_of(plan)
+    if builder.twin is None:
+        return None
+    if (builder.twin, plan.quantization) in ctx.published:
+        return ctx.published[(builder.twin, plan.quantization)]
+    row = next((f for f in EXPORT_FORMATS if f.format == builder.twin and f.quantization == plan.quantization), None)
+    path = ctx.options.out_dir / row.filename if row is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        details = read_metadata(path).details
+    except EdgecxrError:  # unsealed, edited or foreign: build from the Keras model instead
+        return None
+    if details.get("source_sha256") != ctx.run.metadata.sha256:
+        return None
+    return path, {k: details.get(k) for k in ("converter", "quantizer", "bias_correction") if details.get(k)}
+
+
 def build_artifact(plan: ExportFormat, target: Path, ctx: ExportContext) -> dict:
+    twin = published_twin(plan, ctx)
+    if twin is not None:
+        builder = builder_of(plan)
+        return builder.from_twin(*twin, target)
     if plan.quantization == "int8" and ctx.options.bias_correction != "off":
         return build_bias_corrected(plan, target, ctx)
     return build_file(plan, target, ctx)
@@ -285,6 +312,7 @@ def export_one(plan: ExportFormat, ctx: ExportContext, build=build_artifact) -> 
             result.input_gate = attach_feature_reference(plan, tmp, metadata, ctx)
             result.size_bytes = tmp.stat().st_size
         write_metadata(target, metadata)
+        ctx.published[(plan.format, plan.quantization)] = (target, facts)
         result.status = "ok" if ctx.verification is not None else "unverified"
     except VerificationFailed as exc:
         result.error = f"{plan.filename} failed verification: {exc}"
