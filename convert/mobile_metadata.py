@@ -42,34 +42,34 @@ def schema_modules():
     return metadata_fb, model_fb
 
 
+def tensor_metadata(fb, name: str, description: str, kind, properties, low: float, high: float):
+    """One tensor's entry: its name, words, content kind and value range."""
+    tensor = fb.TensorMetadataT()
+    tensor.name, tensor.description = name, description
+    tensor.content = fb.ContentT()
+    tensor.content.contentPropertiesType, tensor.content.contentProperties = kind, properties
+    tensor.stats = fb.StatsT()
+    tensor.stats.min, tensor.stats.max = [low], [high]
+    return tensor
+
+
 def metadata_buffer(described: MobileDescription) -> bytes:
     import flatbuffers
 
     fb, _ = schema_modules()
-    image = fb.TensorMetadataT()
-    image.name = "image"
-    image.description = described.input_description
-    image.content = fb.ContentT()
-    image.content.contentPropertiesType = fb.ContentProperties.ImageProperties
-    image.content.contentProperties = fb.ImagePropertiesT()
-    image.content.contentProperties.colorSpace = fb.ColorSpaceType.RGB
+    rgb = fb.ImagePropertiesT()
+    rgb.colorSpace = fb.ColorSpaceType.RGB
+    image = tensor_metadata(fb, "image", described.input_description, fb.ContentProperties.ImageProperties, rgb,
+                            0.0, 255.0)
     # Raw 0..255 pixels go in: the graph scales them itself, so the app's normalisation is identity.
     normalization = fb.ProcessUnitT()
     normalization.optionsType = fb.ProcessUnitOptions.NormalizationOptions
     normalization.options = fb.NormalizationOptionsT()
     normalization.options.mean, normalization.options.std = [0.0], [1.0]
     image.processUnits = [normalization]
-    image.stats = fb.StatsT()
-    image.stats.min, image.stats.max = [0.0], [255.0]
 
-    scores = fb.TensorMetadataT()
-    scores.name = "probability"
-    scores.description = described.output_description
-    scores.content = fb.ContentT()
-    scores.content.contentPropertiesType = fb.ContentProperties.FeatureProperties
-    scores.content.contentProperties = fb.FeaturePropertiesT()
-    scores.stats = fb.StatsT()
-    scores.stats.min, scores.stats.max = [0.0], [1.0]
+    scores = tensor_metadata(fb, "probability", described.output_description,
+                             fb.ContentProperties.FeatureProperties, fb.FeaturePropertiesT(), 0.0, 1.0)
     labels = fb.AssociatedFileT()
     labels.name = LABEL_FILE
     labels.description = "Labels of the scores, in order."
