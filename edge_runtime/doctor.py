@@ -61,8 +61,9 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
     """Load the model exactly as `predict` does and run one synthetic image through it."""
     import numpy as np
 
+    from PIL import Image
+
     from .predictor import Predictor
-    from .preprocessing import preprocess
 
     started = time.perf_counter()
     try:
@@ -75,8 +76,7 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
         "format": f"{md.format} ({md.quantization})",
         "architecture": md.arch,
         "runtime": predictor.runtime,
-        "input": f"{md.preprocessing.height}x{md.preprocessing.width}x{md.preprocessing.channels} "
-                 f"{predictor.backend.input_dtype}",
+        "input": f"{'x'.join(map(str, predictor.backend.expected_input_hwc))} {predictor.backend.input_dtype}",
         "threshold": f"{md.threshold:.4f}",
         "sha256": "matches metadata",
         "commissioned": commissioned(md.commissioning),
@@ -99,7 +99,7 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
     gradient = np.tile(np.linspace(0, 255, 256, dtype=np.float32), (256, 1)).astype(np.uint8)
     started = time.perf_counter()
     try:
-        probabilities, features = predictor.backend.predict(preprocess(gradient, md.preprocessing)[None])
+        probabilities, features = predictor.backend.predict(predictor.backend.prepare(Image.fromarray(gradient))[None])
         probability = float(probabilities[0])
     except Exception as exc:  # noqa: BLE001 - report, do not crash, whatever the runtime raises
         return ModelCheck(str(path), False, f"loads, but a test prediction fails: {exc}", facts)

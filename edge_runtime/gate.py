@@ -190,7 +190,8 @@ def learned_refusal(feature_distance: float, layout_distance: float) -> str | No
 class Gate:
     """One model's gate: the cheap checks always, the learned check where its reference allows."""
 
-    def __init__(self, reference: FeatureReference | None, feature_dim: int | None, model_name: str):
+    def __init__(self, reference: FeatureReference | None, feature_dim: int | None, model_name: str,
+                 takes_frames: bool = False):
         if reference is not None and feature_dim is not None and feature_dim != reference.feature_dim:
             raise EdgecxrError(f"{model_name} exports {feature_dim} features but its metadata's reference has "
                                f"{reference.feature_dim}: re-export it")
@@ -198,6 +199,7 @@ class Gate:
         # The reference is usable only if the graph exports the features it was made from.
         self.reference = reference if feature_dim is not None else None
         self._metadata_has_reference = reference is not None
+        self._takes_frames = takes_frames
 
     cheap_check = staticmethod(check_image)
 
@@ -210,6 +212,9 @@ class Gate:
     @property
     def learned_status(self) -> str:
         """Whether images are also checked on the model's features, and if not, why not."""
+        if self.feature_dim is None and self._takes_frames:
+            return ("unavailable: the phone model returns the scores alone (model_int8.tflite has the learned "
+                    "check)")
         if self.feature_dim is None:
             return "unavailable: the model has no feature output (exported before the input gate; re-export it)"
         if self.reference is None:

@@ -151,7 +151,7 @@ class Predictor:
         # called from several threads (the station's), so its inference takes this lock; decoding does not.
         self._backend_lock = threading.Lock()
         self.gate = Gate(self.metadata.feature_reference, getattr(backend, "feature_dim", None),
-                         self.metadata.model_file or "the model")
+                         self.metadata.model_file or "the model", getattr(backend, "takes_frames", False))
 
     @property
     def reference(self):

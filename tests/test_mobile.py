@@ -148,3 +148,12 @@ def test_ort_files_answer_as_their_onnx(tiny_run, four_films):
         tolerance = 0.0 if tag == "int8" else 1e-5
         for found, expected in zip(got, want):
             assert np.max(np.abs(found - expected)) <= tolerance, tag
+
+
+def test_doctor_checks_the_mobile_model_with_a_frame(tiny_run, monkeypatch, capsys):
+    mobile = edge_artifacts(tiny_run)["int8_mobile.tflite"]
+    code, out, err = run_cli(monkeypatch, capsys, "doctor", mobile)
+    said = " ".join((out + err).split())
+    assert code == 0, said
+    assert "model OK" in said and "input: 224x224x3 uint8" in said
+    assert "the phone model returns the scores alone" in said
