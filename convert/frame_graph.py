@@ -56,15 +56,32 @@ def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 class _Taps:
     """One size change's taps as graph constants, made once and shared by both passes of a square
-    resize, so that the file carries each table once."""
+    resize, and stored small: on a 90 kB network the full tables were 4 kB of the mobile file.
 
-    def __init__(self, tf):
-        self.tf, self.made = tf, {}
+    - indices: each output's taps are consecutive pixels, so only the first is stored (the tap
+      past the image's edge, which has weight 0, is clipped onto the last pixel);
+    - weights: a resize by a fixed ratio repeats a few rows of weights, so the distinct rows are
+      stored with which one each output uses.
+
+    Both are rebuilt from `anchor`, a zero computed from the frame: without it the converter
+    would fold them back into the full tables."""
+
+    def __init__(self, tf, anchor):
+        self.tf, self.anchor, self.made = tf, anchor, {}
 
     def __call__(self, in_size: int, out_size: int):
         if (in_size, out_size) not in self.made:
+            tf = self.tf
             indices, weights = bilinear_taps(in_size, out_size)
-            self.made[(in_size, out_size)] = (self.tf.constant(indices), self.tf.constant(weights))
+            rows, which = np.unique(weights, axis=0, return_inverse=True)
+            # max(table, anchor) is the table (indices are never negative) but cannot be folded,
+            # nor regrouped with the addition that follows, as `table + anchor` would be.
+            first = tf.maximum(tf.constant(indices[:, :1]), self.anchor)
+            offsets = tf.constant(np.arange(indices.shape[1], dtype=np.int32)[None, :])
+            gathered = tf.minimum(first + offsets, in_size - 1)
+            chosen = tf.gather(tf.constant(rows), tf.maximum(tf.constant(which.reshape(-1).astype(np.int32)),
+                                                             self.anchor))
+            self.made[(in_size, out_size)] = (gathered, chosen)
         return self.made[(in_size, out_size)]
 
 
@@ -80,8 +97,9 @@ def _resample_rows(tf, taps: _Taps, pixels, in_size: int, out_size: int):
 
 def _equalize(tf, pixels, count: int):
     """`ImageOps.equalize` on an int32 (H, W) image of `count` pixels."""
-    # pixels * 0 + 1, not ones_like: a constant of ones would be folded into the file (200 kB at 224x224).
-    histogram = tf.math.unsorted_segment_sum(pixels * 0 + 1, pixels, LEVELS)
+    # pixels ** 0 (one op), not ones_like: a constant of ones would be folded into the file (200 kB
+    # at 224x224).
+    histogram = tf.math.unsorted_segment_sum(tf.pow(pixels, 0), pixels, LEVELS)
     below = tf.cumsum(histogram, exclusive=True)  # pixels darker than each level
     last_count = tf.gather(histogram, tf.reduce_max(pixels))  # the brightest level present
     step = tf.math.floordiv(count - last_count, LEVELS - 1)
@@ -98,6 +116,8 @@ def frame_to_input(frame, spec: PreprocessSpec, frame_height: int, frame_width: 
     import tensorflow as tf
 
     rgb = tf.cast(frame[0], tf.int32)
+    # 0 for every frame (pixels are never negative), but not foldable: x * 0 is.
+    anchor = tf.minimum(rgb[0, 0, 0], 0)
     gray = (tf.reduce_sum(rgb * tf.constant(GRAY_WEIGHTS, dtype=tf.int32), axis=-1) + (1 << 15)) // (1 << 16)
     height, width = frame_height, frame_width
     if spec.crop:
@@ -106,7 +126,7 @@ def frame_to_input(frame, spec: PreprocessSpec, frame_height: int, frame_width: 
         height, width = height - 2 * dy, width - 2 * dx
     if spec.resample != "bilinear":
         raise ValueError(f"the mobile graph resizes as Pillow's bilinear only, not {spec.resample!r}")
-    taps = _Taps(tf)
+    taps = _Taps(tf, anchor)
     if width != spec.width:  # horizontal first, as Pillow
         gray = _resample_rows(tf, taps, gray, width, spec.width)
     if height != spec.height:
