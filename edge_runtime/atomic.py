@@ -62,5 +62,8 @@ def write_json_atomic(target: str | os.PathLike, obj, number_lists_on_one_line: 
     feature reference) readable and a fraction of the size: each innermost list on one line."""
     text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
     if number_lists_on_one_line:
-        text = _NUMBER_LIST.sub(lambda match: "[" + re.sub(r"\s+", "", match.group(1)) + "]", text)
+        compact = _NUMBER_LIST.sub(lambda match: "[" + re.sub(r"\s+", "", match.group(1)) + "]", text)
+        # The pattern cannot tell a list from a string that shows one ("sizes [20, 50]"): a sealed
+        # document must read back exactly as written, so the compact text is kept only if it does.
+        text = compact if json.loads(compact) == json.loads(text) else text
     write_text_atomic(target, text + "\n")

@@ -105,3 +105,19 @@ def test_a_metadata_of_another_input_size_is_one_line_even_trusted(tiny_run, fil
         code, _, err = run_cli(monkeypatch, capsys, "predict", model, film, *extra)
         assert code == 2 and "but its metadata's preprocessing makes 32x64x1" in " ".join(err.split()), err
         assert "Traceback" not in err
+
+
+def test_a_string_that_shows_a_list_of_numbers_is_written_as_it_is(tiny_run, tmp_path):
+    """The metadata file lays number lists on one line; text that looks like one (a rule quoting
+    "sizes [20, 50]") must not be rewritten, or the file would no longer match its own seal."""
+    model = tmp_path / "model_int8.tflite"
+    shutil.copy(edge_artifacts(tiny_run)["int8.tflite"], model)
+    shutil.copy(metadata_path(edge_artifacts(tiny_run)["int8.tflite"]), metadata_path(model))
+    metadata = read_metadata(model)
+    metadata.details["note"] = "drawn at sizes [20, 50, 100]"
+    metadata.details["sizes"] = [20, 50, 100]
+    from edgecxr.edge_runtime.metadata import write_metadata
+
+    write_metadata(model, metadata)
+    again = read_metadata(model)  # refused if the seal no longer matched
+    assert again.details["note"] == "drawn at sizes [20, 50, 100]" and again.details["sizes"] == [20, 50, 100]
