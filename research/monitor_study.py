@@ -1,0 +1,256 @@
+"""The site monitor calibrated by patient against the shipped one (research/monitor_rule.md).
+
+    python -m research.monitor_study RUN [RUN ...] [--artifacts model_int8.tflite,model_int8.onnx]
+
+For each artifact, references are made by convert's own rule (`artifact_reference`) from the
+shipped halving of the validation patients and from `--halvings` others, and each reference's
+patient null is drawn from its own calibration patients (research/mean_shift.py). Batches are drawn by patient (whole patients until full, the last cut) from
+each halving's held-out validation patients (false alarms) and from `test/` (detections; also by
+image, as the earlier figures were), and judged by three monitors:
+
+- KS17: the 17 KS tests, Bonferroni (the shipped monitor, `site_monitor.compare_with_reference`);
+- KS17-patient: the same tests' smallest p-value against a null drawn by patient, as H17's;
+- H17: the mean-shift statistic against its patient null (`research/mean_shift.py`).
+
+Images the input gate refuses are left out of a batch, as `predict` leaves them out. `test/`'s
+labels are never read. Results: research/results/monitor/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgecxr.benchmarks.bench_report import markdown_table
+from edgecxr.benchmarks.machine import describe, machine_info
+from edgecxr.benchmarks.measure.published import publish
+from edgecxr.benchmarks.measure.site_safety import judge, observe, partition_reference
+from edgecxr.convert.gate_reference import validation_halves
+from edgecxr.edge_runtime.data_location import resolve_data_dir
+from edgecxr.edge_runtime.feature_reference import FeatureReference
+from edgecxr.edge_runtime.folders import list_images
+from edgecxr.edge_runtime.predictor import Predictor
+from edgecxr.edge_runtime.run_folder import RunFolder
+from edgecxr.edge_runtime.site_monitor import ALPHA, SHIFT, compare_with_reference
+from edgecxr.edge_runtime.two_sample_ks import ks_2samp
+from edgecxr.train.dataset import patient_id
+from research.mean_shift import (NULL_BATCH_SIZES, NULL_DRAWS, PatientNull, ReferenceMoments, calibrate_patient_null,
+                                 patient_batch)
+
+MONITORS = ("KS17", "KS17-patient", "H17")
+
+
+def groups_of(paths: list[Path]) -> list[np.ndarray]:
+    """Positions of each patient's images in `paths`."""
+    index_of: dict[str, list[int]] = {}
+    for position, path in enumerate(paths):
+        index_of.setdefault(patient_id(Path(path)), []).append(position)
+    return [np.asarray(rows) for rows in index_of.values()]
+
+
+def monitored_values(probabilities, projections) -> np.ndarray:
+    """(n, 17): each image's probability, then its monitored components."""
+    return np.column_stack([np.asarray(probabilities, dtype=np.float64), np.asarray(projections, dtype=np.float64)])
+
+
+@dataclass
+class Monitors:
+    """One reference and what each monitor needs of it."""
+
+    reference: FeatureReference
+    moments: ReferenceMoments  # H17: the reference's mean and covariance
+    null: PatientNull  # H17: T of held-out patient batches
+    ks_critical: float  # KS17-patient: the smallest p-value that 5 % of patient batches fall below
+
+    @classmethod
+    def of(cls, reference: FeatureReference, calibration_paths: list[Path], seed: int) -> "Monitors":
+        values = monitored_values(reference.reference_probabilities, reference.monitored_reference())
+        null = calibrate_patient_null(values, [patient_id(Path(p)) for p in calibration_paths], seed)
+        return cls(reference, ReferenceMoments.of(values), null, ks_patient_critical(reference, calibration_paths, null))
+
+    def verdicts(self, probabilities, projections) -> dict[str, bool]:
+        ks = compare_with_reference(self.reference, projections, probabilities)
+        t = self.moments.statistic(monitored_values(probabilities, projections))
+        return {"KS17": ks.verdict == SHIFT,
+                "KS17-patient": min(test["p_value"] for test in ks.tests) < self.ks_critical,
+                "H17": self.null.p_value(t) < ALPHA}
+
+
+def ks_patient_critical(reference: FeatureReference, calibration_paths: list[Path], null: PatientNull) -> float:
+    """The smallest-KS-p value below which a held-out patient batch of the reference is rare (5 %):
+    the same draws as the mean-shift null (sizes, count, seed), the strictest size kept."""
+    probabilities = reference.reference_probabilities
+    projections = reference.monitored_reference()
+    groups = groups_of(calibration_paths)
+    rng = np.random.default_rng(null.seed)
+    critical = np.inf
+    for size in null.sizes:
+        smallest = np.empty(null.draws)
+        for d in range(null.draws):
+            batch, rest = patient_batch(groups, size, rng)
+            smallest[d] = _smallest_against(probabilities[rest], projections[rest], probabilities[batch],
+                                            projections[batch])
+        critical = min(critical, float(np.quantile(smallest, ALPHA)))
+    return critical
+
+
+def _smallest_against(reference_probabilities, reference_projections, probabilities, projections) -> float:
+    """The smallest p-value of the 17 KS tests of a batch against a reference sample (as the monitor's)."""
+    expected = [np.asarray(reference_probabilities, dtype=np.float32)] + list(reference_projections.T)
+    observed = [np.asarray(probabilities, dtype=np.float32)] + list(np.asarray(projections).T)
+    return min(ks_2samp(o, e)[1] for o, e in zip(observed, expected))
+
+
+def batch_rates(judged, monitors: Monitors, draw, draws: int) -> dict[str, float]:
+    """Share of `draws` batches (positions from `draw()`) each monitor calls shifted."""
+    accepted = {int(index): row for row, index in enumerate(judged.accepted)}
+    hits = dict.fromkeys(MONITORS, 0)
+    for _ in range(draws):
+        rows = [accepted[int(i)] for i in draw() if int(i) in accepted]
+        for name, shifted in monitors.verdicts(judged.accepted_probabilities[rows],
+                                               judged.accepted_projections[rows]).items():
+            hits[name] += shifted
+    return {name: hits[name] / draws for name in MONITORS}
+
+
+def study_artifact(path: Path, run: RunFolder, test_paths: list[Path], args) -> dict:
+    predictor = Predictor.open(path)
+    shipped = predictor.reference
+    spec, backend = predictor.spec, predictor.backend
+    validation = run.split("validation")
+    validation_paths = [s.path for s in validation]
+    position = {str(p): k for k, p in enumerate(validation_paths)}
+    everything = observe(backend, spec, validation_paths, [p.name for p in validation_paths])
+    test = observe(backend, spec, test_paths, [p.name for p in test_paths])
+    test_groups = groups_of(test_paths)
+    shipped_seed = shipped.calibration["seed"]
+    seeds = [shipped_seed] + [s for s in range(args.halvings + 1) if s != shipped_seed][:args.halvings]
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for seed in seeds:
+        reference, held_out = partition_reference(backend, spec, shipped, run, seed)
+        calibration, _ = validation_halves(run, seed)
+        monitors = Monitors.of(reference, [s.path for s in calibration], seed)
+        judged_validation, judged_test = judge(everything, reference), judge(test, reference)
+        held_positions = np.array([position[str(s.path)] for s in held_out])
+        held_groups = [held_positions[g] for g in groups_of([s.path for s in held_out])]
+        row = {"seed": seed, "shipped": seed == shipped_seed, "n_reference": len(reference.reference_probabilities),
+               "n_held_out": len(held_out), "null_batch_size": monitors.null.batch_size,
+               "null_95th": float(np.quantile(monitors.null.statistics, 0.95)),
+               "ks_patient_critical_p": monitors.ks_critical, "sizes": {}}
+        for size in args.batch_sizes:
+            row["sizes"][str(size)] = {
+                "false_alarms_by_patient": batch_rates(judged_validation, monitors,
+                                                       lambda: patient_batch(held_groups, size, rng)[0], args.draws),
+                "detections_by_patient": batch_rates(judged_test, monitors,
+                                                     lambda: patient_batch(test_groups, size, rng)[0], args.draws),
+                "detections_by_image": batch_rates(judged_test, monitors,
+                                                   lambda: rng.choice(len(test_paths), size, replace=False), args.draws),
+            }
+        rows.append(row)
+        print(f"{path.parent.parent.name}/{path.name} halving {seed}: "
+              f"{ {s: v for s, v in row['sizes'].items()} }", file=sys.stderr, flush=True)
+    return {"artifact": str(path), "runtime": predictor.runtime, "halvings": rows}
+
+
+def summary(artifact: dict, size: int) -> dict:
+    """Per monitor: the shipped halving's rates and the mean over the others."""
+    shipped = next(r for r in artifact["halvings"] if r["shipped"])
+    others = [r for r in artifact["halvings"] if not r["shipped"]]
+    result = {}
+    for monitor in MONITORS:
+        cell = {}
+        for key in ("false_alarms_by_patient", "detections_by_patient", "detections_by_image"):
+            cell[key] = shipped["sizes"][str(size)][key][monitor]
+            values = [r["sizes"][str(size)][key][monitor] for r in others]
+            cell[key + "_other_mean"] = float(np.mean(values)) if values else None
+            cell[key + "_other_range"] = [min(values), max(values)] if values else None
+        result[monitor] = cell
+    return result
+
+
+def decide(artifacts: list[dict]) -> dict:
+    """research/monitor_rule.md, at 100 images, over the int8 TFLite artifacts."""
+    tflite = [a for a in artifacts if a["artifact"].endswith("model_int8.tflite")]
+    checks = []
+    for a in tflite:
+        s = summary(a, 100)
+        checks.append({"artifact": a["artifact"],
+                       "false_alarms_shipped_le_5pct": s["H17"]["false_alarms_by_patient"] <= 0.05,
+                       "false_alarms_other_mean_le_5pct": (s["H17"]["false_alarms_by_patient_other_mean"] or 0) <= 0.05,
+                       "detects_more_than_KS17": s["H17"]["detections_by_patient"] > s["KS17"]["detections_by_patient"]})
+    adopted = bool(checks) and all(all(v for k, v in c.items() if k != "artifact") for c in checks)
+    return {"adopt_H17": adopted, "checks": checks}
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Site monitor calibrated by patient (research/monitor_rule.md)", "",
+             f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.",
+             f"{result['settings']['draws']} seeded batches per cell; false alarms drawn by patient from the held-out "
+             f"validation patients, detections from `test/` (labels never read). 'other' = mean (range) over the "
+             f"references rebuilt from other halvings of the validation patients.", ""]
+    for size in result["settings"]["batch_sizes"]:
+        lines += [f"## Batches of {size}", ""]
+        rows = []
+        for a in result["artifacts"]:
+            s = summary(a, size)
+            for monitor in MONITORS:
+                c = s[monitor]
+                other = lambda key: ("-" if c[key + "_other_mean"] is None else
+                                     f"{_pct(c[key + '_other_mean'])} ({_pct(c[key + '_other_range'][0])}-"
+                                     f"{_pct(c[key + '_other_range'][1])})")
+                rows.append([a["artifact"], monitor, _pct(c["false_alarms_by_patient"]),
+                             other("false_alarms_by_patient"), _pct(c["detections_by_patient"]),
+                             other("detections_by_patient"), _pct(c["detections_by_image"])])
+        lines += markdown_table(["artifact", "monitor", "false alarms (shipped)", "false alarms (other)",
+                                 "detections by patient (shipped)", "detections by patient (other)",
+                                 "detections by image (shipped)"], rows, left=2)
+        lines.append("")
+    d = result["decision"]
+    lines += [f"Decision (rule at 100 images, int8 TFLite): **{'adopt H17' if d['adopt_H17'] else 'keep KS17'}**; "
+              + "; ".join(f"{c['artifact']}: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c.items()
+                                                           if k != "artifact") for c in d["checks"]), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--artifacts", default="model_int8.tflite,model_int8.onnx")
+    parser.add_argument("--draws", type=int, default=200)
+    parser.add_argument("--batch-sizes", default="50,100")
+    parser.add_argument("--halvings", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("research/results/monitor"))
+    parser.add_argument("--name", default="monitor_study")
+    args = parser.parse_args(argv)
+    args.batch_sizes = [int(s) for s in args.batch_sizes.split(",")]
+    test_paths = list_images(resolve_data_dir(args.data) / "test")
+    artifacts = []
+    for run_dir in args.runs:
+        run = RunFolder.open(run_dir)
+        for name in args.artifacts.split(","):
+            artifacts.append(study_artifact(run.export_dir / name, run, test_paths, args))
+    machine = machine_info()
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": "python -m research.monitor_study " + " ".join(argv or sys.argv[1:]),
+              "machine": machine, "machine_text": describe(machine),
+              "settings": {k: ([str(x) for x in v] if k == "runs" else str(v) if isinstance(v, Path) else v)
+                           for k, v in vars(args).items()},
+              "null": {"sizes": list(NULL_BATCH_SIZES), "draws": NULL_DRAWS}, "artifacts": artifacts}
+    result["decision"] = decide(artifacts)
+    return publish(args.out, args.name, result, markdown(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
