@@ -80,7 +80,9 @@ def test_mobile_model_runs_in_mediapipe_and_litert_and_predict(tiny_run, four_fi
     assert described["labels"] == metadata["labels"] == ["NORMAL", "PNEUMONIA"]
     assert described["min_parser_version"] == "1.0.0"
     assert f"{metadata['threshold']:.4f}" in described["description"]
-    assert mobile.stat().st_size <= 1.2 * int8.stat().st_size  # preprocessing ops only: a few kB
+    # Issue 29's bound: the preprocessing ops and the metadata add a few kB (1.098x for the compact
+    # network, whose 90 kB make it the hardest case; convert/frame_graph.py stores the resize small).
+    assert mobile.stat().st_size <= 1.1 * int8.stat().st_size
 
     backend = open_backend(mobile)
     assert isinstance(backend, MobileBackend) and backend.takes_frames
