@@ -34,7 +34,7 @@ ENVIRONMENTS = {
     # The base install exactly as a user gets it: the project's own dependencies, nothing else.
     "base": [["{wheel}"]],
     # 32-bit Pi OS / older set-ups: tflite-runtime 2.14 is built against NumPy 1.
-    "tflite-runtime": [["--no-deps", "{wheel}"], ["numpy<2", "pillow", "rich", "typer", "threadpoolctl", "tflite-runtime==2.14.*"]],
+    "tflite-runtime": [["--no-deps", "{wheel}"], ["numpy<2", "pillow", "rich", "typer<0.29", "threadpoolctl", "tflite-runtime==2.14.*"]],
 }
 
 

@@ -94,6 +94,20 @@ def test_cli_start_up_imports_no_numeric_or_inference_library():
     assert result.stdout.strip() == ""
 
 
+def test_predict_does_not_import_pydantic(tiny_run, tiny_kaggle):
+    """typer 0.29 imports pydantic to parse every command's options: 0.13 CPU s of each `predict`'s
+    0.44 s start-up on a 2-core Xeon, about four times that on a Pi (docs/results/predict-cpu.md).
+    pyproject.toml holds typer below 0.29 for that; this fails if a typer or anything else on the
+    command's path brings pydantic back."""
+    model = edge_artifacts(tiny_run)["int8.tflite"]
+    code = (BLOCK + "import atexit, os, sys;"
+            "atexit.register(lambda: os.write(2, b'pydantic loaded: %d' % ('pydantic' in sys.modules)));"
+            "from edgecxr.cli import main; main()")
+    result = python(code, "predict", model, tiny_kaggle / "test", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "pydantic loaded: 0" in result.stderr, result.stderr[-300:]
+
+
 def imported_modules(path: Path) -> set[str]:
     """Absolute names of everything a source file imports, with relative imports resolved."""
     package = "edgecxr.edge_runtime"
