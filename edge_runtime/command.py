@@ -12,6 +12,11 @@ from typing import Callable, List, Optional
 import typer
 
 INFERENCE, OUTPUT = "Inference", "Output"
+# Films per inference call for a folder: the runtime's per-call work (the interpreter's call, the
+# learned check's small matrix products) is paid once per batch; 8 took a fifth off predict's CPU
+# over test/ against 1, with the same probabilities (docs/results/predict-cpu.md). Heat maps stay at
+# 1: each film's decoded pixels wait for its map, and a batch of full-size films would hold eight.
+FOLDER_BATCH = 8
 
 
 def predict(
@@ -37,7 +42,9 @@ def predict(
                                               rich_help_panel=INFERENCE),
     threads: Optional[int] = typer.Option(None, min=1, help="Interpreter threads (default: the runtime's choice).",
                                           rich_help_panel=INFERENCE),
-    batch_size: int = typer.Option(1, min=1, help="Images per inference call.", rich_help_panel=INFERENCE),
+    batch_size: Optional[int] = typer.Option(None, min=1, help=f"Images per inference call (default {FOLDER_BATCH}; 1 "
+                                             "with --heatmap, which keeps each film's pixels until its map is "
+                                             "drawn).", rich_help_panel=INFERENCE),
     workers: Optional[int] = typer.Option(None, min=1, help="Threads decoding images (default: one per core for "
                                           "full-size films, one for small ones).",
                                           rich_help_panel=INFERENCE),
@@ -97,6 +104,8 @@ def predict(
 
     success = False
     try:
+        if batch_size is None:
+            batch_size = 1 if method is not None else FOLDER_BATCH
         results = predictor.analyse_many((item.path for item in items), batch_size=batch_size,
                                          workers=workers, heatmap=method)
         show_progress = len(items) > 1 and console.is_terminal

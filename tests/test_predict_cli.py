@@ -47,6 +47,37 @@ def test_json_lines_over_a_labelled_folder(models, tiny_kaggle, monkeypatch, cap
     assert "sensitivity" in err and "specificity" in err
 
 
+def test_a_folder_runs_in_batches_of_8_and_a_heat_map_one_film_at_a_time(models, tiny_kaggle, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Batches cut predict's per-call work; with --heatmap each film's pixels wait for its map, so
+    the default stays 1 there. The answers are the same either way."""
+    from edgecxr.edge_runtime.backends import open_backend
+
+    backend_class = type(open_backend(models["int8.tflite"]))
+    sizes = []
+    real_infer = backend_class.infer
+
+    def counting_infer(self, inputs, *args, **kwargs):
+        sizes.append(len(inputs))
+        return real_infer(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(backend_class, "infer", counting_infer)
+    folder = tiny_kaggle / "test"
+    code, batched, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json")
+    assert code == 0, err
+    assert sizes == [8, 8, 8]  # 24 films
+    sizes.clear()
+    code, single, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json",
+                                "--batch-size", "1")
+    assert code == 0 and sizes == [1] * 24, err
+    assert [(r["path"], r["probability"]) for r in json_lines(batched)] == \
+        [(r["path"], r["probability"]) for r in json_lines(single)]
+    sizes.clear()
+    code, _, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json",
+                           "--heatmap", tmp_path / "maps")
+    assert code == 0 and sizes == [1] * 24, err
+
+
 def test_threshold_option_overrides_the_metadata(models, tiny_kaggle, monkeypatch, capsys):
     folder = tiny_kaggle / "test" / "NORMAL"
     code, out, _ = run_cli(monkeypatch, capsys, "predict", models["fp32.tflite"], folder, "--json", "--threshold", "0")
