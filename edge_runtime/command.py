@@ -13,9 +13,9 @@ import typer
 
 INFERENCE, OUTPUT = "Inference", "Output"
 # Films per inference call for a folder: the runtime's per-call work (the interpreter's call, the
-# learned check's small matrix products) is paid once per batch; 8 took a fifth off predict's CPU
-# over test/ against 1, with the same probabilities (docs/results/predict-cpu.md). Heat maps stay at
-# 1: each film's decoded pixels wait for its map, and a batch of full-size films would hold eight.
+# learned check's small matrix products) is paid once per batch; over test/ 8 took predict from 1.16
+# to 1.09 CPU s against 1, with the same probabilities (docs/results/predict-cpu.md). Heat maps stay
+# at 1: each film's decoded pixels wait for its map, and a batch of full-size films would hold eight.
 FOLDER_BATCH = 8
 
 
