@@ -70,8 +70,11 @@ def test_a_folder_runs_in_batches_of_8_and_a_heat_map_one_film_at_a_time(models,
     code, single, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json",
                                 "--batch-size", "1")
     assert code == 0 and sizes == [1] * 24, err
-    assert [(r["path"], r["probability"]) for r in json_lines(batched)] == \
-        [(r["path"], r["probability"]) for r in json_lines(single)]
+    batched_rows, single_rows = json_lines(batched), json_lines(single)
+    assert [(r["path"], r["label"]) for r in batched_rows] == [(r["path"], r["label"]) for r in single_rows]
+    # Equal on the host that measured it; the bound is one int8 output step (1/256), room for another
+    # CPU's XNNPACK kernel for a batch of 8 rounding one requantization differently.
+    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(batched_rows, single_rows)) <= 1 / 256
     sizes.clear()
     code, _, err = run_cli(monkeypatch, capsys, "predict", models["int8.tflite"], folder, "--json",
                            "--heatmap", tmp_path / "maps")
