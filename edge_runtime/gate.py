@@ -77,13 +77,13 @@ def measure(image: Image.Image, gray: Image.Image | None = None) -> ImageStats:
     counts = np.asarray(gray.histogram()[:256], dtype=np.float64)
     n = counts.sum()
     levels = np.arange(256, dtype=np.float64)
-    mean = float(counts @ levels / n)
+    # The picture's sum and sum of squares, exact (integers below 2**53), from its histogram.
+    total, squares = float(counts @ levels), float(counts @ (levels * levels))
+    mean = total / n
     spread = math.sqrt(max(float(counts @ (levels - mean) ** 2 / n), 0.0))
     flat_share = float(counts.reshape(64, 4).sum(axis=1).max() / n)
-    # The whole picture's sum and sum of squares, exactly, from the histogram already made.
-    moments = (float(counts @ levels), float(counts @ (levels * levels)))
     return ImageStats(width, height, float(chroma), spread, flat_share,
-                      _neighbour_correlation(np.asarray(gray), moments))
+                      _neighbour_correlation(np.asarray(gray), total, squares))
 
 
 def _chroma(image: Image.Image) -> float:
@@ -134,18 +134,16 @@ def _downsampled(image: Image.Image) -> Image.Image:
     return image.resize(size, Image.Resampling.BOX)
 
 
-def _neighbour_correlation(gray: np.ndarray, moments: tuple[float, float] | None = None) -> float:
+def _neighbour_correlation(gray: np.ndarray, total: float, squares: float) -> float:
     """The smaller of the horizontal and vertical lag-1 correlations (1.0 for a flat image).
 
-    From the moments of the whole flattened picture, less its edge rows and columns: each sum is of
-    8-bit values and their products, so float64 holds it exactly (below 2**53 for any picture the
-    analysis size allows) and the result is the same on every CPU. `moments`: the picture's sum and
-    sum of squares when the caller has them (from its histogram: two products of 256 values
-    instead of two of every pixel)."""
+    From the moments of the whole flattened picture (`total` and `squares`, its sum and sum of
+    squares, which the caller has from the histogram), less its edge rows and columns: each sum is
+    of 8-bit values and their products, so float64 holds it exactly (below 2**53 for any picture
+    the analysis size allows) and the result is the same on every CPU."""
     height, width = gray.shape
     x = np.ascontiguousarray(gray, dtype=np.float64)
     flat = x.reshape(-1)
-    total, squares = moments if moments is not None else (float(flat.sum()), float(flat @ flat))
     correlations = []
     if width > 1:  # x[:, :-1] against x[:, 1:]: the flattened neighbours less the pairs across row ends
         last, first = x[:, -1], x[:, 0]
