@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -53,17 +52,29 @@ def json_safe(value):
     return value
 
 
-# A list of plain numbers as json.dumps(indent=2) lays it out: one number a line.
-_NUMBER_LIST = re.compile(r"\[\s*(-?[0-9][0-9.eE+-]*(?:,\s*-?[0-9][0-9.eE+-]*)*)\s*\]")
+def _is_number_list(value) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def _dumps_number_lists_inline(value, level: int = 0) -> str:
+    """json.dumps(indent=2)'s layout, except that a list of plain numbers stays on one line."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if _is_number_list(value):
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{json.dumps(str(k))}: {_dumps_number_lists_inline(v, level + 1)}" for k, v in value.items())
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value:
+        items = (inner + _dumps_number_lists_inline(v, level + 1) for v in value)
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, allow_nan=False)
 
 
 def write_json_atomic(target: str | os.PathLike, obj, number_lists_on_one_line: bool = False) -> None:
     """Strict, indented JSON. `number_lists_on_one_line` keeps a file of long number arrays (a model's
     feature reference) readable and a fraction of the size: each innermost list on one line."""
-    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
-    if number_lists_on_one_line:
-        compact = _NUMBER_LIST.sub(lambda match: "[" + re.sub(r"\s+", "", match.group(1)) + "]", text)
-        # The pattern cannot tell a list from a string that shows one ("sizes [20, 50]"): a sealed
-        # document must read back exactly as written, so the compact text is kept only if it does.
-        text = compact if json.loads(compact) == json.loads(text) else text
+    safe = json_safe(obj)
+    text = (_dumps_number_lists_inline(safe) if number_lists_on_one_line
+            else json.dumps(safe, indent=2, sort_keys=False, allow_nan=False))
     write_text_atomic(target, text + "\n")

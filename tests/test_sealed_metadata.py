@@ -121,3 +121,5 @@ def test_a_string_that_shows_a_list_of_numbers_is_written_as_it_is(tiny_run, tmp
     write_metadata(model, metadata)
     again = read_metadata(model)  # refused if the seal no longer matched
     assert again.details["note"] == "drawn at sizes [20, 50, 100]" and again.details["sizes"] == [20, 50, 100]
+    text = metadata_path(model).read_text(encoding="utf-8")
+    assert '"sizes": [20,50,100]' in text and '"note": "drawn at sizes [20, 50, 100]"' in text
