@@ -111,7 +111,8 @@ def test_the_feature_and_map_outputs_equal_the_keras_models_layers(exported, run
     np.testing.assert_allclose(got_probabilities, probabilities[:, 0], atol=1e-4)
     assert np.ptp(features) > 0  # not a constant that would match anything
     inference = backend.infer(inputs, feature_maps=True)
-    # The map the pooling averages (block3_pool: 8x8 cells of 64 channels at half-size input 32 -> 4x4).
+    # The map the pooling averages (the unpooled last block: 16x16 cells of 64 channels at 64x64, 8x8 at
+    # this half-size input of 32).
     assert inference.feature_maps.shape == feature_map.shape and feature_map.ndim == 4
     np.testing.assert_allclose(inference.feature_maps, feature_map, atol=1e-4)
     np.testing.assert_allclose(inference.feature_maps.mean(axis=(1, 2)), got_features, atol=1e-4)
