@@ -77,14 +77,19 @@ def plain_keras_run(config) -> tuple[dict, dict]:
 # constants only guard against a gross change, to CPU_SPREAD; the exact check is against the plain path
 # computed in the same run.
 CPU_SPREAD = 1e-4
+# The AUC of a ~20-image validation split moves in steps of one positive-negative pair (1/110 here):
+# under ONEDNN_MAX_CPU_ISA=AVX2 one near-tied pair of the 2026-12-07 compact net swaps (0.3545 -> 0.35).
+# Two swapped pairs are allowed; a gross change moves it much further.
+AUC_SPREAD = 2 / 100
+# Recorded again on 2026-12-07 (AVX-512 host) when the compact net changed (16x16 last map, no pooled dropout).
 BEFORE_VALIDATION = {"accuracy": 0.5238095238095238, "sensitivity": 1.0, "specificity": 0.0,
-                     "roc_auc": 0.5909090909090909, "threshold": 0.5462324619293213, "n_images": 21}
-BEFORE_VAL_LOSS = [0.7177515029907227]
+                     "roc_auc": 0.3545454545454545, "threshold": 0.577120304107666, "n_images": 21}
+BEFORE_VAL_LOSS = [0.7228305339813232]
 
 
 def close_to_recorded(found: dict, recorded: dict) -> list[str]:
     return [f"{key}: {found[key]} vs recorded {value}" for key, value in recorded.items()
-            if found[key] != pytest.approx(value, abs=CPU_SPREAD)]
+            if found[key] != pytest.approx(value, abs=AUC_SPREAD if key == "roc_auc" else CPU_SPREAD)]
 
 
 @pytest.mark.slow
