@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # Spelled out in full: C4 became compact_cnn's default after the study, B is the earlier net.
-EARLIER = {"pooled_dropout": None, "pool_last_block": True}
+EARLIER = {"pooled_dropout": 0.4, "pool_last_block": True}
 CANDIDATES = {
     "B": EARLIER,
     "C1": {**EARLIER, "pooled_dropout": 0.0},
