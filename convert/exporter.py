@@ -22,7 +22,7 @@ from edgecxr.edge_runtime.backends import BACKENDS
 from edgecxr.edge_runtime.batching import predict_in_batches
 from edgecxr.edge_runtime.console import console, progress_bar
 from edgecxr.edge_runtime.errors import EdgecxrError
-from edgecxr.edge_runtime.feature_reference import FEATURES, FeatureBasis
+from edgecxr.edge_runtime.feature_reference import FEATURES, INPUT_LAYOUT, FeatureBasis
 from edgecxr.edge_runtime.images import open_image
 from edgecxr.edge_runtime.metadata import ModelMetadata, read_metadata, write_metadata
 from edgecxr.edge_runtime.preprocessing import frame_input
@@ -38,7 +38,7 @@ from .bias_correction import MODES, convolution_input_means, layer_corrected_cop
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
 from .fidelity import compare
-from .gate_reference import GateImages, artifact_reference, gate_images, run_bases
+from .gate_reference import GateImages, artifact_reference, gate_images, run_bases, training_layout_reference
 from .keras_graph import export_saved_model, serving_function
 from .plan import plan_artifacts
 from .verify import problems
@@ -373,7 +373,8 @@ def gate_inputs(run: RunFolder, keras_model, seed: int) -> tuple[dict | None, Ga
             return None, None, f"no feature reference can be fitted on the training images ({exc})"
     if bases is None:
         return None, None, "the model has no global-average-pooling layer to take features from"
-    return bases, replace(images, fit=None), None
+    images = replace(images, fit=None)
+    return bases, replace(images, layout_reference=training_layout_reference(run, bases[INPUT_LAYOUT])), None
 
 
 def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportResult]:

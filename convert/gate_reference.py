@@ -11,6 +11,10 @@ Made in two steps (edge_runtime/feature_reference.py says what it holds and how 
 The validation split is halved by patient: one half calibrates (step 2), the other is never used
 here, so `benchmarks/measure/site_safety.py` can measure refusals and false alarms on images the reference
 has not seen. Test images are never involved.
+
+The site monitor's film-layout test compares a site's layout components with every training-split
+film's (step 1, `training_layout_reference`), and both its tests' nulls are drawn by patient from
+the calibration half in step 2 (monitor_nulls.py).
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from edgecxr.edge_runtime.feature_reference import (DEFAULT_COMPONENTS, FEATURES
                                                    FeatureReference, ReferenceSpace, conformal_threshold, fit_basis,
                                                    input_layout, min_calibration_images)
 from edgecxr.edge_runtime.folders import LabelledImage
+from edgecxr.edge_runtime.mean_shift import ReferenceMoments
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.train.dataset import split_by_patient
 
 from .calibration import ImageSet, stratified_sample, to_image_set
 from .keras_graph import FEATURE_OUTPUT, PROBABILITY_OUTPUT, feature_layer, serving_function
+from .monitor_nulls import calibrate_monitor
 
 # Training images the components are fitted on: enough for 16 components of 1280 features.
 FIT_IMAGES = 1000
@@ -48,6 +54,8 @@ class GateImages:
     fit: ImageSet | None  # training split: the components (dropped once fitted: 0.6 GB for Lite0)
     calibration: ImageSet  # half the validation split: the threshold and the monitor's sample
     description: dict
+    # The training films' layout components, for the monitor's layout test (None: KS tests only).
+    layout_reference: ReferenceMoments | None = None
 
 
 def validation_halves(run: RunFolder, seed: int) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -82,6 +90,15 @@ def gate_images(run: RunFolder, seed: int) -> GateImages:
         "seed": seed,
     }
     return GateImages(fit, calibrate, description)
+
+
+def training_layout_reference(run: RunFolder, basis: FeatureBasis) -> ReferenceMoments:
+    """The layout components of every training-split film: they depend on the preprocessing alone,
+    not on the model's weights, so training films are a fair reference for a site's."""
+    # One load of the whole split: the same list training decoded, so its pixel cache serves it.
+    films = to_image_set(run.split("train"), run.metadata.preprocessing, f"{run.path}/split.json train",
+                         "decoding training films for the site monitor's layout reference")
+    return ReferenceMoments.of(basis.project(input_layout(films.inputs))[:, :MONITORED_COMPONENTS])
 
 
 def keras_features(keras_model, spec: PreprocessSpec, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +138,11 @@ def artifact_reference(predict, bases: dict[str, FeatureBasis], images: GateImag
         if threshold is not None:
             refused |= scores > threshold
         spaces[name] = ReferenceSpace(basis, threshold, basis.project(vectors[name])[:, :MONITORED_COMPONENTS])
+    monitor = None
+    if images.layout_reference is not None:
+        outputs = np.column_stack([probabilities, spaces[FEATURES].reference_projections])
+        monitor = calibrate_monitor(outputs, spaces[INPUT_LAYOUT].reference_projections, images.calibration.paths,
+                                    images.layout_reference, int(images.description.get("seed", 0)))
     feature_basis = bases[FEATURES]
     calibration = {
         **images.description,
@@ -135,9 +157,12 @@ def artifact_reference(predict, bases: dict[str, FeatureBasis], images: GateImag
         "calibration_images_refused": int(refused.sum()),
         "monitor_reference": (f"the calibration images' probabilities and first {MONITORED_COMPONENTS} coordinates "
                               f"in each view, in this artifact's runtime"),
+        "monitor_tests": ("mean shift, nulls drawn by patient (feature_reference.mean_shift)" if monitor is not None
+                          else "Kolmogorov-Smirnov, Bonferroni (no training layout reference or too few patients "
+                               "for a null drawn by patient)"),
         "made_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return FeatureReference(spaces, probabilities, calibration)
+    return FeatureReference(spaces, probabilities, calibration, monitor)
 
 
 def explained_share(basis: FeatureBasis) -> float:

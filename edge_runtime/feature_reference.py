@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import MetadataError
+from .mean_shift import MeanShiftMonitor
 
 FEATURES, INPUT_LAYOUT = "features", "input_layout"
 SPACES = (FEATURES, INPUT_LAYOUT)
@@ -201,6 +202,9 @@ class FeatureReference:
     spaces: dict[str, ReferenceSpace]  # FEATURES and INPUT_LAYOUT
     reference_probabilities: np.ndarray  # (n,): the validation images' P(positive), same artifact
     calibration: dict = field(default_factory=dict)  # how it was made: images, seed, rule
+    # The site monitor's tests (edge_runtime/mean_shift.py); None in artifacts made before them,
+    # whose monitor falls back to KS tests on the reference sample.
+    mean_shift: MeanShiftMonitor | None = None
 
     @property
     def feature_dim(self) -> int:
@@ -243,6 +247,10 @@ class FeatureReference:
         for space in self.spaces.values():
             b = space.basis
             total += b.mean.size + b.components.size + b.variances.size + 2 + space.reference_projections.size
+        if self.mean_shift is not None:
+            m = self.mean_shift
+            total += (m.outputs_null.statistics.size + m.layout_null.statistics.size + m.layout_reference.mean.size
+                      + m.layout_reference.covariance.size + 1)
         return int(total)
 
     def to_dict(self) -> dict:
@@ -251,6 +259,7 @@ class FeatureReference:
             **{name: space.to_dict() for name, space in self.spaces.items()},
             "reference_probabilities": _rounded(self.reference_probabilities, FLOAT32_DIGITS),
             "calibration": self.calibration,
+            **({"mean_shift": self.mean_shift.to_dict()} if self.mean_shift is not None else {}),
         }
 
     @classmethod
@@ -266,7 +275,13 @@ class FeatureReference:
         lengths = {len(space.reference_projections) for space in spaces.values()} | {len(probabilities)}
         if len(lengths) != 1:
             raise MetadataError(f"{where} is inconsistent: reference samples of different sizes {sorted(lengths)}")
-        return cls(spaces, probabilities, dict(data.get("calibration") or {}))
+        mean_shift = (MeanShiftMonitor.from_dict(data["mean_shift"], f"{where}.mean_shift")
+                      if data.get("mean_shift") is not None else None)
+        if mean_shift is not None and mean_shift.layout_reference.mean.size != spaces[INPUT_LAYOUT].reference_projections.shape[1]:
+            raise MetadataError(f"{where}.mean_shift is inconsistent: its layout reference has "
+                                f"{mean_shift.layout_reference.mean.size} numbers for "
+                                f"{spaces[INPUT_LAYOUT].reference_projections.shape[1]} monitored components")
+        return cls(spaces, probabilities, dict(data.get("calibration") or {}), mean_shift)
 
 
 def _rounded(values, digits: int = SIGNIFICANT_DIGITS):

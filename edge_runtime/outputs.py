@@ -220,8 +220,8 @@ class Summary:
                           highlight=False)
         monitor = data["site_monitor"]
         if monitor["verdict"] == SHIFT:
-            console.print(f"[bold red]site monitor[/bold red] {escape(monitor['message'])} [dim](KS {monitor['strongest']}: "
-                          f"statistic {monitor['statistic']:.3f}, Bonferroni p {monitor['p_value']:.2g}, "
+            console.print(f"[bold red]site monitor[/bold red] {escape(monitor['message'])} [dim]({monitor['strongest']}: "
+                          f"statistic {monitor['statistic']:.3g}, Bonferroni p {monitor['p_value']:.2g}, "
                           f"{monitor['n_images']} images)[/dim]", highlight=False)
         elif monitor["verdict"] in (TOO_FEW, UNAVAILABLE):
             console.print(f"[dim]site monitor: {escape(monitor['message'])}[/dim]", highlight=False)

@@ -1,16 +1,23 @@
-"""The site monitor calibrated by patient against the shipped one (research/monitor_rule.md).
+"""Site monitors calibrated by patient against the shipped one (research/monitor_rule.md, then
+research/monitor_reference_rule.md).
 
     python -m research.monitor_study RUN [RUN ...] [--artifacts model_int8.tflite,model_int8.onnx]
 
 For each artifact, references are made by convert's own rule (`artifact_reference`) from the
 shipped halving of the validation patients and from `--halvings` others, and each reference's
-patient null is drawn from its own calibration patients (research/mean_shift.py). Batches are drawn by patient (whole patients until full, the last cut) from
+patient null is drawn from its own calibration patients (convert/monitor_nulls.py). Batches are drawn by patient (whole patients until full, the last cut) from
 each halving's held-out validation patients (false alarms) and from `test/` (detections; also by
-image, as the earlier figures were), and judged by three monitors:
+image, as the earlier figures were), and judged by five monitors:
 
 - KS17: the 17 KS tests, Bonferroni (the shipped monitor, `site_monitor.compare_with_reference`);
 - KS17-patient: the same tests' smallest p-value against a null drawn by patient, as H17's;
-- H17: the mean-shift statistic against its patient null (`research/mean_shift.py`).
+- H17: the mean-shift statistic over all 17 numbers against its patient null;
+- L8: the mean shift of the 8 input-layout components against every training-split film of the
+  run, its null drawn by patient from the calibration half (research/monitor_reference_rule.md);
+- H9+L8: L8 and the mean shift of the probability and 8 feature components (against the
+  validation half, as H17), Bonferroni over the two: adopted by that rule, now the shipped monitor
+  of artifacts converted since (edge_runtime/mean_shift.py), so "KS17" below is the shipped
+  reference's 17 KS tests, which older artifacts still run.
 
 Images the input gate refuses are left out of a batch, as `predict` leaves them out. `test/`'s
 labels are never read. Results: research/results/monitor/.
@@ -19,6 +26,7 @@ labels are never read. Results: research/results/monitor/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,10 +47,12 @@ from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.site_monitor import ALPHA, SHIFT, compare_with_reference
 from edgecxr.edge_runtime.two_sample_ks import ks_2samp
 from edgecxr.train.dataset import patient_id
-from research.mean_shift import (NULL_BATCH_SIZES, NULL_DRAWS, PatientNull, ReferenceMoments, calibrate_patient_null,
-                                 patient_batch)
+from edgecxr.convert.monitor_nulls import NULL_BATCH_SIZES, NULL_DRAWS, fixed_reference_null, patient_batch, refitted_null
+from edgecxr.edge_runtime.mean_shift import PatientNull, ReferenceMoments
 
-MONITORS = ("KS17", "KS17-patient", "H17")
+MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8")
+# Columns of `monitored_values`: the probability, the 8 feature components, the 8 layout components.
+MODEL_COLUMNS, LAYOUT_COLUMNS = slice(0, 9), slice(9, 17)
 
 
 def groups_of(paths: list[Path]) -> list[np.ndarray]:
@@ -66,19 +76,49 @@ class Monitors:
     moments: ReferenceMoments  # H17: the reference's mean and covariance
     null: PatientNull  # H17: T of held-out patient batches
     ks_critical: float  # KS17-patient: the smallest p-value that 5 % of patient batches fall below
+    model_moments: ReferenceMoments  # H9: the probability and feature components of the reference
+    model_null: PatientNull
+    layout_moments: ReferenceMoments  # L8: the layout components of the training split
+    layout_null: PatientNull
 
     @classmethod
-    def of(cls, reference: FeatureReference, calibration_paths: list[Path], seed: int) -> "Monitors":
+    def of(cls, reference: FeatureReference, calibration_paths: list[Path], seed: int,
+           training_layout: np.ndarray) -> "Monitors":
         values = monitored_values(reference.reference_probabilities, reference.monitored_reference())
-        null = calibrate_patient_null(values, [patient_id(Path(p)) for p in calibration_paths], seed)
-        return cls(reference, ReferenceMoments.of(values), null, ks_patient_critical(reference, calibration_paths, null))
+        null = refitted_null(values, calibration_paths, seed)
+        layout_moments = ReferenceMoments.of(training_layout)
+        return cls(reference, ReferenceMoments.of(values), null, ks_patient_critical(reference, calibration_paths, null),
+                   ReferenceMoments.of(values[:, MODEL_COLUMNS]),
+                   refitted_null(values[:, MODEL_COLUMNS], calibration_paths, seed),
+                   layout_moments, fixed_reference_null(layout_moments, values[:, LAYOUT_COLUMNS], calibration_paths, seed))
 
     def verdicts(self, probabilities, projections) -> dict[str, bool]:
-        ks = compare_with_reference(self.reference, projections, probabilities)
-        t = self.moments.statistic(monitored_values(probabilities, projections))
+        # The KS tests explicitly: a reference rebuilt by today's convert carries the mean-shift tests too.
+        ks = compare_with_reference(dataclasses.replace(self.reference, mean_shift=None), projections, probabilities)
+        values = monitored_values(probabilities, projections)
+        t = self.moments.statistic(values)
+        p_model = self.model_null.p_value(self.model_moments.statistic(values[:, MODEL_COLUMNS]))
+        p_layout = self.layout_null.p_value(self.layout_moments.statistic(values[:, LAYOUT_COLUMNS]))
         return {"KS17": ks.verdict == SHIFT,
                 "KS17-patient": min(test["p_value"] for test in ks.tests) < self.ks_critical,
-                "H17": self.null.p_value(t) < ALPHA}
+                "H17": self.null.p_value(t) < ALPHA,
+                "L8": p_layout < ALPHA,
+                "H9+L8": min(p_model, p_layout) < ALPHA / 2}
+
+
+def training_layout(run: RunFolder, shipped: FeatureReference, spec) -> np.ndarray:
+    """(n, 8): the layout components of every training-split film, through the shipped basis (the
+    layout is the model input's, so it is the same whatever the artifact)."""
+    from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, input_layout
+    from edgecxr.edge_runtime.preprocessing import preprocess
+
+    space = shipped.spaces[INPUT_LAYOUT]
+    rows = []
+    paths = [s.path for s in run.split("train")]
+    for start in range(0, len(paths), 256):
+        inputs = np.stack([preprocess(p, spec) for p in paths[start:start + 256]]).astype(np.float32)
+        rows.append(space.basis.project(input_layout(inputs))[:, :space.reference_projections.shape[1]])
+    return np.concatenate(rows)
 
 
 def ks_patient_critical(reference: FeatureReference, calibration_paths: list[Path], null: PatientNull) -> float:
@@ -90,8 +130,8 @@ def ks_patient_critical(reference: FeatureReference, calibration_paths: list[Pat
     rng = np.random.default_rng(null.seed)
     critical = np.inf
     for size in null.sizes:
-        smallest = np.empty(null.draws)
-        for d in range(null.draws):
+        smallest = np.empty(len(null.statistics))
+        for d in range(len(null.statistics)):
             batch, rest = patient_batch(groups, size, rng)
             smallest[d] = _smallest_against(probabilities[rest], projections[rest], probabilities[batch],
                                             projections[batch])
@@ -131,18 +171,21 @@ def study_artifact(path: Path, run: RunFolder, test_paths: list[Path], args) -> 
     shipped_seed = shipped.calibration["seed"]
     seeds = [shipped_seed] + [s for s in range(args.halvings + 1) if s != shipped_seed][:args.halvings]
     rng = np.random.default_rng(args.seed)
+    layout = training_layout(run, shipped, spec)
     rows = []
     for seed in seeds:
         reference, held_out = partition_reference(backend, spec, shipped, run, seed)
         calibration, _ = validation_halves(run, seed)
-        monitors = Monitors.of(reference, [s.path for s in calibration], seed)
+        monitors = Monitors.of(reference, [s.path for s in calibration], seed, layout)
         judged_validation, judged_test = judge(everything, reference), judge(test, reference)
         held_positions = np.array([position[str(s.path)] for s in held_out])
         held_groups = [held_positions[g] for g in groups_of([s.path for s in held_out])]
         row = {"seed": seed, "shipped": seed == shipped_seed, "n_reference": len(reference.reference_probabilities),
                "n_held_out": len(held_out), "null_batch_size": monitors.null.batch_size,
                "null_95th": float(np.quantile(monitors.null.statistics, 0.95)),
-               "ks_patient_critical_p": monitors.ks_critical, "sizes": {}}
+               "ks_patient_critical_p": monitors.ks_critical, "n_training_layout": len(layout),
+               "layout_null_95th": float(np.quantile(monitors.layout_null.statistics, 0.95)),
+               "layout_null_batch_size": monitors.layout_null.batch_size, "sizes": {}}
         for size in args.batch_sizes:
             row["sizes"][str(size)] = {
                 "false_alarms_by_patient": batch_rates(judged_validation, monitors,
@@ -155,7 +198,7 @@ def study_artifact(path: Path, run: RunFolder, test_paths: list[Path], args) -> 
         rows.append(row)
         print(f"{path.parent.parent.name}/{path.name} halving {seed}: "
               f"{ {s: v for s, v in row['sizes'].items()} }", file=sys.stderr, flush=True)
-    return {"artifact": str(path), "runtime": predictor.runtime, "halvings": rows}
+    return {"artifact": str(path), "runtime": predictor.runtime, "arch": run.metadata.arch, "halvings": rows}
 
 
 def summary(artifact: dict, size: int) -> dict:
@@ -188,6 +231,24 @@ def decide(artifacts: list[dict]) -> dict:
     return {"adopt_H17": adopted, "checks": checks}
 
 
+def decide_reference(artifacts: list[dict]) -> dict:
+    """research/monitor_reference_rule.md, at 100 images, over the compact int8 TFLite artifacts."""
+    checks = []
+    for a in artifacts:
+        if not a["artifact"].endswith("model_int8.tflite") or a.get("arch") != "compact":
+            continue
+        every = summary(a, 100)
+        candidate = every["H9+L8"]
+        checks.append({"artifact": a["artifact"],
+                       "false_alarms_shipped_le_5pct": candidate["false_alarms_by_patient"] <= 0.05,
+                       "false_alarms_other_mean_le_5pct": (candidate["false_alarms_by_patient_other_mean"] or 0) <= 0.05,
+                       "detects_more_than_KS17_patient_and_H17": candidate["detections_by_patient"] > max(
+                           every["KS17-patient"]["detections_by_patient"], every["H17"]["detections_by_patient"])})
+    # The rule names two compact artifacts (seeds 42 and 43): fewer cannot adopt.
+    adopted = len(checks) >= 2 and all(all(v for k, v in c.items() if k != "artifact") for c in checks)
+    return {"adopt_H9_L8": adopted, "checks": checks}
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
@@ -216,10 +277,17 @@ def markdown(result: dict) -> str:
                                  "detections by image (shipped)"], rows, left=2)
         lines.append("")
     d = result["decision"]
-    lines += [f"Decision (rule at 100 images, int8 TFLite): **{'adopt H17' if d['adopt_H17'] else 'keep KS17'}**; "
-              + "; ".join(f"{c['artifact']}: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c.items()
-                                                           if k != "artifact") for c in d["checks"]), ""]
+    lines += [f"Decision of research/monitor_rule.md (at 100 images, int8 TFLite): "
+              f"**{'adopt H17' if d['adopt_H17'] else 'keep KS17'}**; " + _checks(d["checks"]), ""]
+    r = result["decision_reference"]
+    lines += [f"Decision of research/monitor_reference_rule.md (at 100 images, compact int8 TFLite): "
+              f"**{'adopt H9+L8' if r['adopt_H9_L8'] else 'keep KS17'}**; " + _checks(r["checks"]), ""]
     return "\n".join(lines) + "\n"
+
+
+def _checks(checks: list[dict]) -> str:
+    return "; ".join(f"{c['artifact']}: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c.items()
+                                                     if k != "artifact") for c in checks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                            for k, v in vars(args).items()},
               "null": {"sizes": list(NULL_BATCH_SIZES), "draws": NULL_DRAWS}, "artifacts": artifacts}
     result["decision"] = decide(artifacts)
+    result["decision_reference"] = decide_reference(artifacts)
     return publish(args.out, args.name, result, markdown(result))
 
 

@@ -62,7 +62,9 @@ def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
     from edgecxr.convert.calibration import ImageSet
     from edgecxr.convert.gate_reference import GateImages, artifact_reference, run_bases
     from edgecxr.edge_runtime.backends import open_backend
+    from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, MONITORED_COMPONENTS, input_layout
     from edgecxr.edge_runtime.formats import format_of_file
+    from edgecxr.edge_runtime.mean_shift import ReferenceMoments
     from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, write_metadata
     from edgecxr.edge_runtime.preprocessing import preprocess
 
@@ -75,9 +77,11 @@ def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
     fit, _ = inputs(pool / "fit")
     calibration, paths = inputs(pool / "calibration")
     bases = run_bases(keras.models.load_model(run / "model.keras", compile=False), spec, fit)
+    # The fit films stand in for the training split as the monitor's layout reference.
+    layout = ReferenceMoments.of(bases[INPUT_LAYOUT].project(input_layout(fit))[:, :MONITORED_COMPONENTS])
     images = GateImages(fit=None, calibration=ImageSet(calibration, np.zeros(len(paths), dtype=int),
                                                        [str(p) for p in paths], str(pool / "calibration")),
-                        description={"seed": 0, "source": "tests: xray_pool"})
+                        description={"seed": 0, "source": "tests: xray_pool"}, layout_reference=layout)
     out = run / "gated_export"
     out.mkdir(exist_ok=True)
     built = {}

@@ -143,6 +143,8 @@ def test_every_artifact_carries_a_feature_reference_made_in_its_runtime(exported
         assert calibration["n_calibration_images"] == len(reference.reference_probabilities) > 0
         # The tiny run's validation half is far below the 199 images the rule needs: no threshold.
         assert not reference.learned_check_available and "conformal" in calibration["threshold_rule"]
+        # Nor is it enough for the monitor's nulls drawn by patient: the KS tests remain.
+        assert reference.mean_shift is None and calibration["monitor_tests"].startswith("Kolmogorov"), name
         assert results[name].input_gate["n_calibration_images"] == calibration["n_calibration_images"]
         references[name] = reference
     # One basis for the run (fitted on the Keras model), a monitor sample per artifact (its runtime).

@@ -153,6 +153,9 @@ def test_the_reference_survives_its_metadata_round_trip(gated, xray_pool, tmp_pa
         assert again.spaces[name].refusal_threshold == reference.spaces[name].refusal_threshold
     np.testing.assert_array_equal(again.reference_probabilities, reference.reference_probabilities)
     assert again.calibration == reference.calibration
+    for null in ("outputs_null", "layout_null"):
+        np.testing.assert_array_equal(getattr(again.mean_shift, null).statistics,
+                                      getattr(reference.mean_shift, null).statistics)
     images = sorted((xray_pool / "held_out").iterdir())[:10]
     before = [r.gate_distance for r in Predictor.open(source).predict_many(images)]
     after = [r.gate_distance for r in Predictor.open(model).predict_many(images)]

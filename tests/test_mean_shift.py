@@ -1,14 +1,15 @@
-"""H17's pieces (research/mean_shift.py): the statistic by hand, the p-value, batches of whole
-patients, and a null drawn by patient that keeps false alarms where an independence null does not."""
+"""The site monitor's mean-shift pieces (edge_runtime/mean_shift.py, convert/monitor_nulls.py): the
+statistic by hand, the p-value, batches of whole patients, nulls drawn by patient that keep false
+alarms where an independence null does not, and their round trip through the metadata."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
-from research.mean_shift import PatientNull, ReferenceMoments, calibrate_patient_null, patient_batch
+from edgecxr.convert.monitor_nulls import fixed_reference_null, patient_batch, refitted_null
+from edgecxr.edge_runtime.errors import MetadataError
+from edgecxr.edge_runtime.mean_shift import MeanShiftMonitor, PatientNull, ReferenceMoments
 
 
 def test_mean_shift_statistic_by_hand():
@@ -16,14 +17,13 @@ def test_mean_shift_statistic_by_hand():
     moments = ReferenceMoments.of(reference)
     batch = np.array([[3.0], [4.0]])  # mean 3.5: difference 2
     assert moments.statistic(batch) == pytest.approx(2.0 ** 2 / (5 / 3) / (1 / 2 + 1 / 4))
-    assert moments.standardised_differences(batch)[0] == pytest.approx(2.0 / math.sqrt(5 / 3 * (1 / 2 + 1 / 4)))
     # Correlated numbers count once: the same shift along a duplicated column gives the same T.
     doubled = ReferenceMoments.of(np.hstack([reference, reference]))
     assert doubled.statistic(np.hstack([batch, batch])) == pytest.approx(moments.statistic(batch), rel=1e-9)
 
 
 def test_patient_null_p_value_counts_the_batch_itself():
-    null = PatientNull(np.arange(1.0, 20.0), batch_size=50, sizes=(20, 50), draws=19, seed=0)  # 1 .. 19
+    null = PatientNull(np.arange(1.0, 20.0), batch_size=50, sizes=(20, 50), seed=0)  # 1 .. 19
     assert null.p_value(100.0) == 1 / 20  # beyond every draw: only itself
     assert null.p_value(19.0) == 2 / 20  # ties count as at least as large
     assert null.p_value(0.0) == 1.0
@@ -46,7 +46,7 @@ def clustered(rng, patients: int, per_patient: int, dims: int = 5, spread: float
     """Films of one patient share a patient-level offset (as real patients' films look alike)."""
     offsets = rng.normal(0, spread, (patients, dims))
     values = np.repeat(offsets, per_patient, axis=0) + rng.normal(0, 0.5, (patients * per_patient, dims))
-    return values, [f"p{k}" for k in range(patients) for _ in range(per_patient)]
+    return values, [f"person{k}_virus_{j}.jpeg" for k in range(patients) for j in range(per_patient)]
 
 
 def test_the_patient_null_keeps_false_alarms_where_an_independence_null_does_not():
@@ -57,7 +57,7 @@ def test_the_patient_null_keeps_false_alarms_where_an_independence_null_does_not
     chi2_95 = 11.07  # chi-square, 5 degrees of freedom, 95th percentile (tables)
     for _ in range(4):
         reference, patients = clustered(rng, 150, 4)
-        null = calibrate_patient_null(reference, patients, seed=0, draws=400)
+        null = refitted_null(reference, patients, seed=0, draws=400)
         assert null is not None and null.batch_size in (20, 50, 100) and len(null.statistics) == 400
         moments = ReferenceMoments.of(reference)
         for _ in range(100):
@@ -76,6 +76,46 @@ def test_the_patient_null_keeps_false_alarms_where_an_independence_null_does_not
 
 def test_too_small_a_reference_has_no_patient_null():
     values, patients = clustered(np.random.default_rng(2), 10, 4, dims=17)  # 40 films for 17 numbers
-    assert calibrate_patient_null(values, patients, seed=0) is None
-    with pytest.raises(ValueError, match="patient names"):
-        calibrate_patient_null(values, patients[:-1], seed=0)
+    assert refitted_null(values, patients, seed=0) is None
+    with pytest.raises(ValueError, match="image paths"):
+        refitted_null(values, patients[:-1], seed=0)
+
+
+def test_the_fixed_reference_null_holds_out_whole_patients_and_keeps_the_strictest_size():
+    rng = np.random.default_rng(0)
+    reference = ReferenceMoments.of(rng.normal(size=(4000, 2)))
+    values, paths = clustered(rng, 60, 4, dims=2, spread=1.0)
+    null = fixed_reference_null(reference, values, paths, seed=1, sizes=(20, 100), draws=300)
+    assert null.sizes == (20, 100) and null.batch_size in (20, 100) and len(null.statistics) == 300
+    # Independent films would give about chi-square with 2 degrees of freedom (95th percentile 6.0);
+    # four alike films per patient inflate it about fourfold.
+    assert np.quantile(null.statistics, 0.95) > 12
+    assert null.p_value(np.inf) == 1 / 301
+    assert fixed_reference_null(reference, values[:10], paths[:10], seed=1) is None  # smaller than any batch
+
+
+def test_the_monitor_survives_its_metadata_round_trip_and_refuses_a_broken_one():
+    rng = np.random.default_rng(3)
+    values, paths = clustered(rng, 100, 3, dims=3)
+    monitor = MeanShiftMonitor(refitted_null(values, paths, seed=0, draws=200),
+                               ReferenceMoments.of(rng.normal(size=(500, 3))),
+                               fixed_reference_null(ReferenceMoments.of(values), values, paths, seed=0, draws=200),
+                               {"rule": "test"})
+    again = MeanShiftMonitor.from_dict(monitor.to_dict(), "feature_reference.mean_shift")
+    batch = values[:40] + 0.3
+    # Stored with 9 and 5 significant digits: the statistic and the p-value agree to that.
+    assert again.layout_reference.statistic(batch) == pytest.approx(monitor.layout_reference.statistic(batch), rel=1e-6)
+    for name in ("outputs_null", "layout_null"):
+        before, after = getattr(monitor, name), getattr(again, name)
+        np.testing.assert_allclose(after.statistics, before.statistics, rtol=1e-4)
+        assert (after.batch_size, after.sizes, after.seed) == (before.batch_size, before.sizes, before.seed)
+    broken = monitor.to_dict()
+    broken["layout_reference"]["covariance"] = broken["layout_reference"]["covariance"][:-1]
+    with pytest.raises(MetadataError, match="layout_reference is inconsistent"):
+        MeanShiftMonitor.from_dict(broken, "feature_reference.mean_shift")
+    broken = monitor.to_dict()
+    broken["outputs_null"]["statistics"] = broken["outputs_null"]["statistics"][:50]
+    with pytest.raises(MetadataError, match="outputs_null needs at least 100"):
+        MeanShiftMonitor.from_dict(broken, "feature_reference.mean_shift")
+    with pytest.raises(MetadataError, match="layout_null is malformed"):
+        MeanShiftMonitor.from_dict({**monitor.to_dict(), "layout_null": None}, "feature_reference.mean_shift")

@@ -3,6 +3,7 @@ reference shipped in the model (unchanged images pass, a blurred acquisition is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -15,8 +16,9 @@ from edge_artifacts import edge_artifacts, gated_artifacts
 from edgecxr.cli import main
 from edgecxr.edge_runtime.two_sample_ks import kolmogorov_sf, ks_2samp, ks_statistic
 from edgecxr.edge_runtime.predictor import Predictor
-from edgecxr.edge_runtime.site_monitor import (MIN_BATCH, NO_SHIFT, SHIFT, SHIFT_MESSAGE, TOO_FEW, UNAVAILABLE,
-                                               compare_with_reference)
+from edgecxr.edge_runtime.mean_shift import LAYOUT, OUTPUTS, ReferenceMoments
+from edgecxr.edge_runtime.site_monitor import (KS, MEAN_SHIFT, MIN_BATCH, NO_SHIFT, SHIFT, SHIFT_MESSAGE, TOO_FEW,
+                                               UNAVAILABLE, compare_with_reference)
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -70,23 +72,54 @@ def blurred(xray_pool, tmp_path_factory):
     return folder
 
 
-def monitor(predictor: Predictor, paths):
+def monitor(predictor: Predictor, paths, reference=None):
     results = [r for r in predictor.predict_many(paths, batch_size=16) if r.label in ("NORMAL", "PNEUMONIA")]
-    return compare_with_reference(predictor.reference, [r.projection for r in results],
+    return compare_with_reference(reference or predictor.reference, [r.projection for r in results],
                                   [r.probability for r in results])
 
 
 @pytest.mark.parametrize("artifact", ["int8.tflite", "int8.onnx"])
 def test_unchanged_x_rays_pass_and_a_blurred_site_is_flagged(gated, xray_pool, blurred, artifact):
     predictor = Predictor.open(gated[artifact])
+    assert predictor.reference.mean_shift is not None
     same = monitor(predictor, sorted((xray_pool / "held_out").iterdir()))
-    assert same.verdict == NO_SHIFT and same.p_value > 0.05 and same.n_images >= 70, (same.strongest, same.p_value, same.n_images, [t for t in same.tests if t["p_value"] < 0.05])
+    assert same.verdict == NO_SHIFT and same.p_value > 0.05 and same.n_images >= 70, same
     assert same.n_reference == len(list((xray_pool / "calibration").iterdir()))
-    assert len(same.tests) == 17  # the probability and 8 components of each view
+    assert same.method == MEAN_SHIFT and [t["name"] for t in same.tests] == [OUTPUTS, LAYOUT]
     shifted = monitor(predictor, sorted(blurred.iterdir()))
     assert shifted.verdict == SHIFT and shifted.p_value < 0.05 and shifted.message == SHIFT_MESSAGE, shifted
     few = monitor(predictor, sorted((xray_pool / "held_out").iterdir())[:MIN_BATCH - 1])
     assert few.verdict == TOO_FEW and "needs at least 20" in few.message
+
+
+def test_a_reference_made_before_the_mean_shift_tests_keeps_the_ks_tests(gated, xray_pool, blurred):
+    predictor = Predictor.open(gated["int8.tflite"])
+    earlier = dataclasses.replace(predictor.reference, mean_shift=None)
+    same = monitor(predictor, sorted((xray_pool / "held_out").iterdir()), earlier)
+    assert same.method == KS and len(same.tests) == 17  # the probability and 8 components of each view
+    assert same.verdict == NO_SHIFT, same
+    assert monitor(predictor, sorted(blurred.iterdir()), earlier).verdict == SHIFT
+
+
+def test_the_two_tests_read_their_p_values_off_the_nulls_drawn_at_convert(gated, xray_pool):
+    predictor = Predictor.open(gated["int8.tflite"])
+    reference = predictor.reference
+    paths = sorted((xray_pool / "held_out").iterdir())
+    results = [r for r in predictor.predict_many(paths, batch_size=16) if r.label in ("NORMAL", "PNEUMONIA")]
+    probabilities = np.array([r.probability for r in results])
+    projections = np.array([r.projection for r in results])
+    result = compare_with_reference(reference, projections, probabilities)
+    # By hand: the outputs against the stored validation sample, the layout against the training films.
+    expected = np.column_stack([reference.reference_probabilities, reference.monitored_reference()[:, :8]])
+    outputs = ReferenceMoments.of(expected).statistic(np.column_stack([probabilities, projections[:, :8]]))
+    layout = reference.mean_shift.layout_reference.statistic(projections[:, 8:])
+    assert [t["statistic"] for t in result.tests] == [round(outputs, 4), round(layout, 4)]
+    assert [t["p_value"] for t in result.tests] == [float(f"{reference.mean_shift.outputs_null.p_value(outputs):.4g}"),
+                                                     float(f"{reference.mean_shift.layout_null.p_value(layout):.4g}")]
+    assert result.p_value == pytest.approx(min(1.0, 2 * min(t["p_value"] for t in result.tests)), rel=1e-3)
+    # Nulls drawn by patient at 20, 50 and 100 films, 2,000 draws each, the strictest size kept.
+    for null in (reference.mean_shift.outputs_null, reference.mean_shift.layout_null):
+        assert len(null.statistics) == 2000 and null.sizes == (20, 50, 100) and null.batch_size in null.sizes
 
 
 def test_the_monitor_says_why_it_cannot_run(tiny_run, tiny_kaggle):
@@ -107,5 +140,5 @@ def test_predict_reports_the_monitor_in_its_summary_and_json(gated, blurred, tmp
     assert len(out.splitlines()) == len(list(blurred.iterdir()))
     data = json.loads(summary.read_text())["site_monitor"]
     assert data["verdict"] == SHIFT and data["n_images"] >= 70 and data["p_value"] < 0.05
-    assert 0 < data["statistic"] <= 1 and data["strongest"]
+    assert data["statistic"] > 0 and data["strongest"] in (OUTPUTS, LAYOUT)
     assert "images from this site differ from the training images" in " ".join(err.split())

@@ -3,7 +3,7 @@ applied as written (research/monitor_rule.md)."""
 
 from pathlib import Path
 
-from research.monitor_study import MONITORS, decide, groups_of
+from research.monitor_study import MONITORS, decide, decide_reference, groups_of
 
 
 def test_films_are_grouped_by_patient_from_their_names():
@@ -36,3 +36,35 @@ def test_the_rule_adopts_only_when_every_tflite_artifact_passes_all_three_checks
     assert not decide([artifact("runs/a/export/model_int8.tflite", 0.01, 0.051, 0.9, 0.5)])["adopt_H17"]
     # ONNX rows are reported, not decided on.
     assert decide([passing, artifact("runs/a/export/model_int8.onnx", 0.5, 0.5, 0.0, 1.0)])["adopt_H17"]
+
+
+def reference_artifact(name: str, arch: str, alarms: float, other: float, detect: float, ks_patient: float,
+                       h17: float) -> dict:
+    def cells(alarm_rate, rates):
+        keys = ("false_alarms_by_patient", "detections_by_patient", "detections_by_image")
+        result = {key: {m: 0.0 for m in MONITORS} for key in keys}
+        result["false_alarms_by_patient"]["H9+L8"] = alarm_rate
+        for monitor, rate in rates.items():
+            result["detections_by_patient"][monitor] = rate
+        return {"100": result}
+
+    rates = {"H9+L8": detect, "KS17-patient": ks_patient, "H17": h17}
+    return {"artifact": name, "arch": arch, "halvings": [{"shipped": True, "sizes": cells(alarms, rates)},
+                                                         {"shipped": False, "sizes": cells(other, rates)}]}
+
+
+def test_the_reference_rule_needs_both_compact_tflite_artifacts_to_pass_against_both_calibrated_monitors():
+    seed42 = reference_artifact("runs/demo/export/model_int8.tflite", "compact", 0.02, 0.04, 0.9, 0.6, 0.8)
+    seed43 = reference_artifact("runs/c43/export/model_int8.tflite", "compact", 0.03, 0.05, 0.7, 0.69, 0.5)
+    assert decide_reference([seed42, seed43])["adopt_H9_L8"]
+    # One artifact is not the two the rule names.
+    assert not decide_reference([seed42])["adopt_H9_L8"]
+    # Not above H17's detections, or above the false-alarm limit on either reference: kept.
+    assert not decide_reference([seed42, reference_artifact("runs/c43/export/model_int8.tflite", "compact",
+                                                            0.03, 0.05, 0.7, 0.6, 0.7)])["adopt_H9_L8"]
+    assert not decide_reference([seed42, reference_artifact("runs/c43/export/model_int8.tflite", "compact",
+                                                            0.03, 0.051, 0.9, 0.6, 0.7)])["adopt_H9_L8"]
+    # Lite0 and ONNX artifacts are reported, never decided on.
+    lite0 = reference_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0", 0.5, 0.5, 0.0, 1.0, 1.0)
+    onnx = reference_artifact("runs/demo/export/model_int8.onnx", "compact", 0.5, 0.5, 0.0, 1.0, 1.0)
+    assert decide_reference([seed42, seed43, lite0, onnx])["adopt_H9_L8"]
