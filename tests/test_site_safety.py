@@ -59,3 +59,11 @@ def test_cached_decisions_equal_the_predictors(tiny_run, xray_pool, items):
     rate = shift_rate(judge(observed, predictor.reference), predictor.reference, films_only, 20, 10,
                       np.random.default_rng(0))
     assert 0.0 <= rate <= 1.0
+    # By patient: the films' names give the patients; unchanged films of the training population.
+    paths = [None] * len(built) + films
+    by_patient = shift_rate(judge(observed, predictor.reference), predictor.reference, films_only, 20, 10,
+                            np.random.default_rng(0), paths)
+    assert 0.0 <= by_patient <= 0.3
+    with pytest.raises(ValueError, match="fewer than a batch"):
+        shift_rate(judge(observed, predictor.reference), predictor.reference, films_only, len(films) + 1, 1,
+                   np.random.default_rng(0), paths)
