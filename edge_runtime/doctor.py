@@ -92,8 +92,13 @@ def check_model(path: Path, threads: int | None = None) -> ModelCheck:
         facts["input gate"] += (f" ({reference.feature_dim} features and the input's layout, calibrated on "
                                 f"{len(reference.reference_probabilities)} validation images to refuse at most "
                                 f"{reference.calibration.get('refusal_rate', 0.01):.0%} of X-rays)")
-    facts["site monitor"] = ("on" if reference is not None and reference.monitor_available else
-                             "unavailable (no feature reference with enough validation images)")
+    if reference is None or not reference.monitor_available:
+        facts["site monitor"] = "unavailable (no feature reference with enough validation images)"
+    elif reference.mean_shift is not None:
+        facts["site monitor"] = (f"on (mean shift of the outputs and the film layout, nulls drawn by patient; layout "
+                                 f"reference {reference.mean_shift.layout_reference.n} training films)")
+    else:
+        facts["site monitor"] = "on (KS tests; re-export with edgecxr convert for the tests drawn by patient)"
     # A smooth gradient, not noise: any real model must give a finite probability (and features) for
     # it. It goes to the backend directly: whether the gate would refuse it is not the question here.
     gradient = np.tile(np.linspace(0, 255, 256, dtype=np.float32), (256, 1)).astype(np.uint8)

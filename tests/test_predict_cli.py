@@ -256,7 +256,7 @@ def test_doctor_says_whether_the_model_carries_the_gate(tiny_run, xray_pool, mon
     code, _, err = run_cli(monkeypatch, capsys, "doctor", gated_artifacts(tiny_run, xray_pool)["int8.onnx"])
     flat = " ".join(err.split())
     assert code == 0 and "learned check on (64 features and the input's layout" in flat
-    assert "site monitor: on" in flat
+    assert "site monitor: on (mean shift of the outputs and the film layout, nulls drawn by patient" in flat
     code, _, err = run_cli(monkeypatch, capsys, "doctor", legacy_artifacts(tiny_run)["int8.tflite"])
     flat = " ".join(err.split())
     assert code == 0 and "model OK" in flat and "no feature output" in flat and "site monitor: unavailable" in flat
