@@ -254,7 +254,8 @@ def _pct(value) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Site monitors calibrated by patient (research/{result['settings'].get('rule', 'monitor_rule')}.md)", "",
+    rule = result["settings"].get("rule", "monitor_rule")
+    lines = ["# Site monitors calibrated by patient" + ("" if rule == "none" else f" (research/{rule}.md)"), "",
              f"Machine: {result['machine_text']}. Date: {result['date']}. Command: `{result['command']}`.",
              f"{result['settings']['draws']} seeded batches per cell; false alarms drawn by patient from the held-out "
              f"validation patients, detections from `test/` (labels never read). 'other' = mean (range) over the "
@@ -277,7 +278,9 @@ def markdown(result: dict) -> str:
                                  "detections by image (shipped)"], rows, left=2)
         lines.append("")
     # Each rule decided once, on the runs it names: a result shows the decision of the rule it ran for.
-    if result["settings"].get("rule", "monitor_rule") == "monitor_rule":
+    if rule == "none":
+        lines += ["Reported only: no rule decides on these runs.", ""]
+    elif rule == "monitor_rule":
         d = result["decision"]
         lines += [f"Decision of research/monitor_rule.md (at 100 images, int8 TFLite): "
                   f"**{'adopt H17' if d['adopt_H17'] else 'keep KS17'}**; " + _checks(d["checks"]), ""]
@@ -307,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("research/results/monitor"))
     parser.add_argument("--name", default="monitor_study")
-    parser.add_argument("--rule", choices=("monitor_rule", "monitor_reference_rule"), default="monitor_reference_rule",
-                        help="whose decision the result reports (research/<rule>.md)")
+    parser.add_argument("--rule", choices=("monitor_rule", "monitor_reference_rule", "none"),
+                        default="monitor_reference_rule",
+                        help="whose decision the result reports (research/<rule>.md); none: figures only")
     args = parser.parse_args(argv)
     args.batch_sizes = [int(s) for s in args.batch_sizes.split(",")]
     test_paths = list_images(resolve_data_dir(args.data) / "test")
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
               "null": {"sizes": list(NULL_BATCH_SIZES), "draws": NULL_DRAWS}, "artifacts": artifacts}
     if args.rule == "monitor_rule":
         result["decision"] = decide(artifacts)
-    else:
+    elif args.rule == "monitor_reference_rule":
         result["decision_reference"] = decide_reference(artifacts)
     return publish(args.out, args.name, result, markdown(result))
 
