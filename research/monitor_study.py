@@ -14,6 +14,8 @@ image, as the earlier figures were), and judged by five monitors:
 - H17: the mean-shift statistic over all 17 numbers against its patient null;
 - L8: the mean shift of the 8 input-layout components against every training-split film of the
   run, its null drawn by patient from the calibration half (research/monitor_reference_rule.md);
+- H9+L16, H9+L64: H9+L8 with the layout test over all 16 basis components, or over the 64 grid
+  cells themselves (research/monitor_layout_rule.md);
 - H9+L8: L8 and the mean shift of the probability and 8 feature components (against the
   validation half, as H17), Bonferroni over the two: adopted by that rule, now the shipped monitor
   of artifacts converted since (edge_runtime/mean_shift.py), so "KS17" below is the shipped
@@ -40,7 +42,7 @@ from edgecxr.benchmarks.measure.published import publish
 from edgecxr.benchmarks.measure.site_safety import judge, observe, partition_reference
 from edgecxr.convert.gate_reference import validation_halves
 from edgecxr.edge_runtime.data_location import resolve_data_dir
-from edgecxr.edge_runtime.feature_reference import FeatureReference
+from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, FeatureReference
 from edgecxr.edge_runtime.folders import list_images
 from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.run_folder import RunFolder
@@ -50,7 +52,9 @@ from edgecxr.train.dataset import patient_id
 from edgecxr.convert.monitor_nulls import NULL_BATCH_SIZES, NULL_DRAWS, fixed_reference_null, patient_batch, refitted_null
 from edgecxr.edge_runtime.mean_shift import PatientNull, ReferenceMoments
 
-MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8")
+MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8", "H9+L16", "H9+L64")
+# research/monitor_layout_rule.md: the layout test over all 16 basis components, or the 64 grid cells.
+WIDE = {"L16": 16, "L64": None}
 # Columns of `monitored_values`: the probability, the 8 feature components, the 8 layout components.
 MODEL_COLUMNS, LAYOUT_COLUMNS = slice(0, 9), slice(9, 17)
 
@@ -80,45 +84,77 @@ class Monitors:
     model_null: PatientNull
     layout_moments: ReferenceMoments  # L8: the layout components of the training split
     layout_null: PatientNull
+    # L16 and L64: the wider layout views' training moments and nulls, and how a grid becomes them.
+    wide: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, reference: FeatureReference, calibration_paths: list[Path], seed: int,
-           training_layout: np.ndarray) -> "Monitors":
+    def of(cls, reference: FeatureReference, calibration_paths: list[Path], seed: int, training_grid: np.ndarray,
+           calibration_grid: np.ndarray, grid_paths: list[Path]) -> "Monitors":
+        """`training_grid` (n, 64): every training film's layout grid; `calibration_grid`: those of the
+        calibration films the cheap checks let through (`grid_paths`), for the wider views' nulls."""
         values = monitored_values(reference.reference_probabilities, reference.monitored_reference())
         null = refitted_null(values, calibration_paths, seed)
-        layout_moments = ReferenceMoments.of(training_layout)
+        layout_moments = ReferenceMoments.of(wide_view(reference, "L8", training_grid))
+        wide = {}
+        for name in WIDE:
+            moments = ReferenceMoments.of(wide_view(reference, name, training_grid))
+            wide[name] = (moments, fixed_reference_null(moments, wide_view(reference, name, calibration_grid),
+                                                        grid_paths, seed))
         return cls(reference, ReferenceMoments.of(values), null, ks_patient_critical(reference, calibration_paths, null),
                    ReferenceMoments.of(values[:, MODEL_COLUMNS]),
                    refitted_null(values[:, MODEL_COLUMNS], calibration_paths, seed),
-                   layout_moments, fixed_reference_null(layout_moments, values[:, LAYOUT_COLUMNS], calibration_paths, seed))
+                   layout_moments, fixed_reference_null(layout_moments, values[:, LAYOUT_COLUMNS], calibration_paths, seed),
+                   wide)
 
-    def verdicts(self, probabilities, projections) -> dict[str, bool]:
+    def verdicts(self, probabilities, projections, grid) -> dict[str, bool]:
         # The KS tests explicitly: a reference rebuilt by today's convert carries the mean-shift tests too.
         ks = compare_with_reference(dataclasses.replace(self.reference, mean_shift=None), projections, probabilities)
         values = monitored_values(probabilities, projections)
         t = self.moments.statistic(values)
         p_model = self.model_null.p_value(self.model_moments.statistic(values[:, MODEL_COLUMNS]))
         p_layout = self.layout_null.p_value(self.layout_moments.statistic(values[:, LAYOUT_COLUMNS]))
-        return {"KS17": ks.verdict == SHIFT,
-                "KS17-patient": min(test["p_value"] for test in ks.tests) < self.ks_critical,
-                "H17": self.null.p_value(t) < ALPHA,
-                "L8": p_layout < ALPHA,
-                "H9+L8": min(p_model, p_layout) < ALPHA / 2}
+        verdicts = {"KS17": ks.verdict == SHIFT,
+                    "KS17-patient": min(test["p_value"] for test in ks.tests) < self.ks_critical,
+                    "H17": self.null.p_value(t) < ALPHA,
+                    "L8": p_layout < ALPHA,
+                    "H9+L8": min(p_model, p_layout) < ALPHA / 2}
+        for name, (moments, null) in self.wide.items():
+            p_wide = null.p_value(moments.statistic(wide_view(self.reference, name, grid)))
+            verdicts[f"H9+{name}"] = min(p_model, p_wide) < ALPHA / 2
+        return verdicts
 
 
-def training_layout(run: RunFolder, shipped: FeatureReference, spec) -> np.ndarray:
-    """(n, 8): the layout components of every training-split film, through the shipped basis (the
-    layout is the model input's, so it is the same whatever the artifact)."""
-    from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, input_layout
+def wide_view(reference: FeatureReference, name: str, grid) -> np.ndarray:
+    """The layout numbers a layout test reads from (n, 64) grids: L8 and L16 the first 8 or 16
+    components of the reference's basis, L64 the grid cells themselves."""
+    from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT
+
+    grid = np.asarray(grid, dtype=np.float64)
+    if name == "L64":
+        return grid
+    return reference.spaces[INPUT_LAYOUT].basis.project(grid)[:, :{"L8": 8, "L16": 16}[name]]
+
+
+def training_grid(run: RunFolder, spec) -> np.ndarray:
+    """(n, 64): the layout grid of every training-split film (the model input's, so the same
+    whatever the artifact)."""
+    from edgecxr.edge_runtime.feature_reference import input_layout
     from edgecxr.edge_runtime.preprocessing import preprocess
 
-    space = shipped.spaces[INPUT_LAYOUT]
     rows = []
     paths = [s.path for s in run.split("train")]
     for start in range(0, len(paths), 256):
         inputs = np.stack([preprocess(p, spec) for p in paths[start:start + 256]]).astype(np.float32)
-        rows.append(space.basis.project(input_layout(inputs))[:, :space.reference_projections.shape[1]])
+        rows.append(input_layout(inputs))
     return np.concatenate(rows)
+
+
+def accepted_grid(observed, judged) -> np.ndarray:
+    """(len(judged.accepted), 64): the layout grids of the images a reference accepted."""
+    from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT
+
+    row_of = {int(index): row for row, index in enumerate(observed.passed)}
+    return observed.vectors[INPUT_LAYOUT][[row_of[int(i)] for i in judged.accepted]]
 
 
 def ks_patient_critical(reference: FeatureReference, calibration_paths: list[Path], null: PatientNull) -> float:
@@ -146,14 +182,15 @@ def _smallest_against(reference_probabilities, reference_projections, probabilit
     return min(ks_2samp(o, e)[1] for o, e in zip(observed, expected))
 
 
-def batch_rates(judged, monitors: Monitors, draw, draws: int) -> dict[str, float]:
-    """Share of `draws` batches (positions from `draw()`) each monitor calls shifted."""
+def batch_rates(judged, grid: np.ndarray, monitors: Monitors, draw, draws: int) -> dict[str, float]:
+    """Share of `draws` batches (positions from `draw()`) each monitor calls shifted; `grid` holds
+    the accepted images' layout grids, in `judged.accepted`'s order."""
     accepted = {int(index): row for row, index in enumerate(judged.accepted)}
     hits = dict.fromkeys(MONITORS, 0)
     for _ in range(draws):
         rows = [accepted[int(i)] for i in draw() if int(i) in accepted]
         for name, shifted in monitors.verdicts(judged.accepted_probabilities[rows],
-                                               judged.accepted_projections[rows]).items():
+                                               judged.accepted_projections[rows], grid[rows]).items():
             hits[name] += shifted
     return {name: hits[name] / draws for name in MONITORS}
 
@@ -171,28 +208,33 @@ def study_artifact(path: Path, run: RunFolder, test_paths: list[Path], args) -> 
     shipped_seed = shipped.calibration["seed"]
     seeds = [shipped_seed] + [s for s in range(args.halvings + 1) if s != shipped_seed][:args.halvings]
     rng = np.random.default_rng(args.seed)
-    layout = training_layout(run, shipped, spec)
+    training = training_grid(run, spec)
+    validation_row = {int(index): row for row, index in enumerate(everything.passed)}
     rows = []
     for seed in seeds:
         reference, held_out = partition_reference(backend, spec, shipped, run, seed)
         calibration, _ = validation_halves(run, seed)
-        monitors = Monitors.of(reference, [s.path for s in calibration], seed, layout)
+        # The wider views' nulls from the calibration films the cheap checks let through.
+        kept = [s.path for s in calibration if position[str(s.path)] in validation_row]
+        grid = everything.vectors[INPUT_LAYOUT][[validation_row[position[str(p)]] for p in kept]]
+        monitors = Monitors.of(reference, [s.path for s in calibration], seed, training, grid, kept)
         judged_validation, judged_test = judge(everything, reference), judge(test, reference)
+        grid_validation, grid_test = accepted_grid(everything, judged_validation), accepted_grid(test, judged_test)
         held_positions = np.array([position[str(s.path)] for s in held_out])
         held_groups = [held_positions[g] for g in groups_of([s.path for s in held_out])]
         row = {"seed": seed, "shipped": seed == shipped_seed, "n_reference": len(reference.reference_probabilities),
                "n_held_out": len(held_out), "null_batch_size": monitors.null.batch_size,
                "null_95th": float(np.quantile(monitors.null.statistics, 0.95)),
-               "ks_patient_critical_p": monitors.ks_critical, "n_training_layout": len(layout),
+               "ks_patient_critical_p": monitors.ks_critical, "n_training_layout": len(training),
                "layout_null_95th": float(np.quantile(monitors.layout_null.statistics, 0.95)),
                "layout_null_batch_size": monitors.layout_null.batch_size, "sizes": {}}
         for size in args.batch_sizes:
             row["sizes"][str(size)] = {
-                "false_alarms_by_patient": batch_rates(judged_validation, monitors,
+                "false_alarms_by_patient": batch_rates(judged_validation, grid_validation, monitors,
                                                        lambda: patient_batch(held_groups, size, rng)[0], args.draws),
-                "detections_by_patient": batch_rates(judged_test, monitors,
+                "detections_by_patient": batch_rates(judged_test, grid_test, monitors,
                                                      lambda: patient_batch(test_groups, size, rng)[0], args.draws),
-                "detections_by_image": batch_rates(judged_test, monitors,
+                "detections_by_image": batch_rates(judged_test, grid_test, monitors,
                                                    lambda: rng.choice(len(test_paths), size, replace=False), args.draws),
             }
         rows.append(row)
@@ -249,6 +291,30 @@ def decide_reference(artifacts: list[dict]) -> dict:
     return {"adopt_H9_L8": adopted, "checks": checks}
 
 
+def decide_layout(artifacts: list[dict]) -> dict:
+    """research/monitor_layout_rule.md, at 100 images, over the compact int8 TFLite artifacts (six)."""
+    compact = [summary(a, 100) for a in artifacts
+               if a["artifact"].endswith("model_int8.tflite") and a.get("arch") == "compact"]
+    shipped = [s["H9+L8"]["detections_by_patient"] for s in compact]
+    candidates = {}
+    for name in ("H9+L16", "H9+L64"):
+        detections = [s[name]["detections_by_patient"] for s in compact]
+        alarms = all(s[name]["false_alarms_by_patient"] <= 0.05 and (s[name]["false_alarms_by_patient_other_mean"] or 0)
+                     <= 0.05 for s in compact)
+        better = bool(compact and np.mean(detections) >= np.mean(shipped) + 0.05 and min(detections) > min(shipped))
+        candidates[name] = {"false_alarms_le_5pct_everywhere": alarms, "detects_5_points_more_and_a_higher_lowest": better,
+                            "mean_detection": float(np.mean(detections)) if compact else None,
+                            "lowest_detection": min(detections) if compact else None}
+    passing = [n for n, c in candidates.items() if c["false_alarms_le_5pct_everywhere"]
+               and c["detects_5_points_more_and_a_higher_lowest"]]
+    # The rule names six compact runs: fewer cannot recommend.
+    chosen = max(passing, key=lambda n: candidates[n]["mean_detection"]) if len(compact) >= 6 and passing else None
+    return {"recommend": chosen, "n_compact_artifacts": len(compact),
+            "H9+L8": {"mean_detection": float(np.mean(shipped)) if compact else None,
+                      "lowest_detection": min(shipped) if compact else None},
+            "candidates": candidates}
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
@@ -280,6 +346,15 @@ def markdown(result: dict) -> str:
     # Each rule decided once, on the runs it names: a result shows the decision of the rule it ran for.
     if rule == "none":
         lines += ["Reported only: no rule decides on these runs.", ""]
+    elif rule == "monitor_layout_rule":
+        d = result["decision_layout"]
+        lines += [f"Decision of research/monitor_layout_rule.md (at 100 images, {d['n_compact_artifacts']} compact int8 "
+                  f"TFLite): **{'recommend ' + d['recommend'] if d['recommend'] else 'H9+L8 stays'}**; H9+L8 mean "
+                  f"{_pct(d['H9+L8']['mean_detection'])}, lowest {_pct(d['H9+L8']['lowest_detection'])}; "
+                  + "; ".join(f"{n}: mean {_pct(c['mean_detection'])}, lowest {_pct(c['lowest_detection'])}, "
+                              f"false alarms <= 5 % everywhere {'yes' if c['false_alarms_le_5pct_everywhere'] else 'no'}, "
+                              f"5 points more and a higher lowest {'yes' if c['detects_5_points_more_and_a_higher_lowest'] else 'no'}"
+                              for n, c in d["candidates"].items()), ""]
     elif rule == "monitor_rule":
         d = result["decision"]
         lines += [f"Decision of research/monitor_rule.md (at 100 images, int8 TFLite): "
@@ -310,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("research/results/monitor"))
     parser.add_argument("--name", default="monitor_study")
-    parser.add_argument("--rule", choices=("monitor_rule", "monitor_reference_rule", "none"),
+    parser.add_argument("--rule", choices=("monitor_rule", "monitor_reference_rule", "monitor_layout_rule", "none"),
                         default="monitor_reference_rule",
                         help="whose decision the result reports (research/<rule>.md); none: figures only")
     args = parser.parse_args(argv)
@@ -332,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         result["decision"] = decide(artifacts)
     elif args.rule == "monitor_reference_rule":
         result["decision_reference"] = decide_reference(artifacts)
+    elif args.rule == "monitor_layout_rule":
+        result["decision_layout"] = decide_layout(artifacts)
     return publish(args.out, args.name, result, markdown(result))
 
 

@@ -3,7 +3,7 @@ applied as written (research/monitor_rule.md)."""
 
 from pathlib import Path
 
-from research.monitor_study import MONITORS, decide, decide_reference, groups_of
+from research.monitor_study import MONITORS, decide, decide_layout, decide_reference, groups_of
 
 
 def test_films_are_grouped_by_patient_from_their_names():
@@ -68,3 +68,34 @@ def test_the_reference_rule_needs_both_compact_tflite_artifacts_to_pass_against_
     lite0 = reference_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0", 0.5, 0.5, 0.0, 1.0, 1.0)
     onnx = reference_artifact("runs/demo/export/model_int8.onnx", "compact", 0.5, 0.5, 0.0, 1.0, 1.0)
     assert decide_reference([seed42, seed43, lite0, onnx])["adopt_H9_L8"]
+
+
+def layout_artifact(name: str, arch: str, detections: dict, alarms: float = 0.02, other: float = 0.03) -> dict:
+    keys = ("false_alarms_by_patient", "detections_by_patient", "detections_by_image")
+
+    def cells(alarm_rate):
+        result = {key: {m: 0.0 for m in MONITORS} for key in keys}
+        for monitor, rate in detections.items():
+            result["detections_by_patient"][monitor] = rate
+            result["false_alarms_by_patient"][monitor] = alarm_rate
+        return {"100": result}
+
+    return {"artifact": name, "arch": arch, "halvings": [{"shipped": True, "sizes": cells(alarms)},
+                                                         {"shipped": False, "sizes": cells(other)}]}
+
+
+def test_the_layout_rule_needs_six_compact_runs_five_points_more_and_a_higher_lowest():
+    def six(l16, l64, l8=(0.9, 0.95, 0.89, 0.97, 0.95, 0.40), **kwargs):
+        return [layout_artifact(f"runs/r{k}/export/model_int8.tflite", "compact",
+                                {"H9+L8": l8[k], "H9+L16": l16[k], "H9+L64": l64[k]}, **kwargs) for k in range(6)]
+
+    better = (0.95, 0.97, 0.93, 0.98, 0.96, 0.80)  # mean 9.5 points above, lowest 0.80 > 0.40
+    alike = (0.9, 0.95, 0.89, 0.97, 0.95, 0.45)  # lowest higher, mean under 5 points above
+    assert decide_layout(six(better, alike))["recommend"] == "H9+L16"
+    assert decide_layout(six(alike, better))["recommend"] == "H9+L64"
+    assert decide_layout(six(alike, alike))["recommend"] is None
+    assert decide_layout(six(better, better, alarms=0.06))["recommend"] is None  # false alarms over 5 %
+    assert decide_layout(six(better, alike)[:5])["recommend"] is None  # the rule names six runs
+    lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
+                            {"H9+L8": 1.0, "H9+L16": 0.0, "H9+L64": 0.0}, alarms=0.5)
+    assert decide_layout(six(better, alike) + [lite0])["recommend"] == "H9+L16"  # Lite0 reported only
