@@ -92,13 +92,18 @@ def gate_images(run: RunFolder, seed: int) -> GateImages:
     return GateImages(fit, calibrate, description)
 
 
-def training_layout_reference(run: RunFolder, basis: FeatureBasis) -> ReferenceMoments:
-    """The layout components of every training-split film: they depend on the preprocessing alone,
+def training_layouts(run: RunFolder) -> np.ndarray:
+    """(n, 64): the layout grid of every training-split film. It depends on the preprocessing alone,
     not on the model's weights, so training films are a fair reference for a site's."""
     # One load of the whole split: the same list training decoded, so its pixel cache serves it.
     films = to_image_set(run.split("train"), run.metadata.preprocessing, f"{run.path}/split.json train",
                          "decoding training films for the site monitor's layout reference")
-    return ReferenceMoments.of(basis.project(input_layout(films.inputs))[:, :MONITORED_COMPONENTS])
+    return input_layout(films.inputs)
+
+
+def training_layout_reference(run: RunFolder, basis: FeatureBasis) -> ReferenceMoments:
+    """The site monitor's layout reference: the training films' leading layout components."""
+    return ReferenceMoments.of(basis.project(training_layouts(run))[:, :MONITORED_COMPONENTS])
 
 
 def keras_features(keras_model, spec: PreprocessSpec, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

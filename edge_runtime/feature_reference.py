@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from .errors import MetadataError
-from .mean_shift import MeanShiftMonitor
+from .mean_shift import MeanShiftMonitor, ReferenceMoments
+from .stored_numbers import finite_array, rounded
 
 FEATURES, INPUT_LAYOUT = "features", "input_layout"
 SPACES = (FEATURES, INPUT_LAYOUT)
@@ -164,21 +166,21 @@ class ReferenceSpace:
     reference_projections: np.ndarray  # (n, m): validation images along the first m components
 
     def to_dict(self) -> dict:
-        b = self.basis
+        b, digits = self.basis, SIGNIFICANT_DIGITS
         return {"dim": b.dim, "n_components": b.n_components,
-                "refusal_threshold": None if self.refusal_threshold is None else _rounded(self.refusal_threshold),
-                "mean": _rounded(b.mean), "components": _rounded(b.components), "variances": _rounded(b.variances),
-                "residual_variance": _rounded(b.residual_variance),
-                "reference_projections": _rounded(self.reference_projections)}
+                "refusal_threshold": None if self.refusal_threshold is None else rounded(self.refusal_threshold, digits),
+                "mean": rounded(b.mean, digits), "components": rounded(b.components, digits),
+                "variances": rounded(b.variances, digits), "residual_variance": rounded(b.residual_variance, digits),
+                "reference_projections": rounded(self.reference_projections, digits)}
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "ReferenceSpace":
         try:
-            mean = _array(data["mean"], 1)
-            components = _array(data["components"], 2)
-            variances = _array(data["variances"], 1)
+            mean = finite_array(data["mean"], 1)
+            components = finite_array(data["components"], 2)
+            variances = finite_array(data["variances"], 1)
             residual = float(data["residual_variance"])
-            projections = _array(data["reference_projections"], 2, allow_empty=True)
+            projections = finite_array(data["reference_projections"], 2, allow_empty=True)
             threshold = None if data["refusal_threshold"] is None else float(data["refusal_threshold"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MetadataError(f"{where} is malformed: {exc}") from None
@@ -241,6 +243,13 @@ class FeatureReference:
     def monitored_reference(self) -> np.ndarray:
         return np.concatenate([space.reference_projections for space in self.spaces.values()], axis=1)
 
+    @cached_property
+    def outputs_moments(self) -> ReferenceMoments:
+        """The monitor's model-output reference (each stored film's probability, then its feature
+        components): fixed for the model, so worked out once, not at every station upload."""
+        return ReferenceMoments.of(np.column_stack([self.reference_probabilities,
+                                                    self.spaces[FEATURES].reference_projections]))
+
     def n_numbers(self) -> int:
         """How many numbers the reference adds to the metadata."""
         total = self.reference_probabilities.size
@@ -257,7 +266,7 @@ class FeatureReference:
         return {
             "score": "squared Mahalanobis distance in the components + squared residual / residual_variance",
             **{name: space.to_dict() for name, space in self.spaces.items()},
-            "reference_probabilities": _rounded(self.reference_probabilities, FLOAT32_DIGITS),
+            "reference_probabilities": rounded(self.reference_probabilities, FLOAT32_DIGITS),
             "calibration": self.calibration,
             **({"mean_shift": self.mean_shift.to_dict()} if self.mean_shift is not None else {}),
         }
@@ -269,7 +278,7 @@ class FeatureReference:
             raise MetadataError(f"{where} must hold {' and '.join(SPACES)}")
         spaces = {name: ReferenceSpace.from_dict(data[name], f"{where}.{name}") for name in SPACES}
         try:
-            probabilities = _array(data["reference_probabilities"], 1, allow_empty=True)
+            probabilities = finite_array(data["reference_probabilities"], 1, allow_empty=True)
         except (KeyError, TypeError, ValueError) as exc:
             raise MetadataError(f"{where} is malformed: {exc}") from None
         lengths = {len(space.reference_projections) for space in spaces.values()} | {len(probabilities)}
@@ -282,18 +291,3 @@ class FeatureReference:
                                 f"{mean_shift.layout_reference.mean.size} numbers for "
                                 f"{spaces[INPUT_LAYOUT].reference_projections.shape[1]} monitored components")
         return cls(spaces, probabilities, dict(data.get("calibration") or {}), mean_shift)
-
-
-def _rounded(values, digits: int = SIGNIFICANT_DIGITS):
-    if np.ndim(values) == 0:
-        return float(f"{float(values):.{digits}g}")
-    return [_rounded(v, digits) for v in values]
-
-
-def _array(values, ndim: int, allow_empty: bool = False) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0 and allow_empty:
-        return array.reshape((0,) * ndim)
-    if array.ndim != ndim or not np.all(np.isfinite(array)):
-        raise ValueError(f"expected a finite {ndim}-d array of numbers")
-    return array

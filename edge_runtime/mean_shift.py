@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import MetadataError
+from .stored_numbers import finite_array, rounded
 
 OUTPUTS, LAYOUT = "model outputs", "film layout"
 # Significant digits the null draws are stored with: p-values are counted among 2,000 of them.
@@ -58,13 +59,13 @@ class ReferenceMoments:
         return float(difference @ self.precision @ difference) / (1.0 / len(batch) + 1.0 / self.n)
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "mean": _rounded(self.mean, MOMENT_DIGITS),
-                "covariance": _rounded(self.covariance, MOMENT_DIGITS)}
+        return {"n": self.n, "mean": rounded(self.mean, MOMENT_DIGITS),
+                "covariance": rounded(self.covariance, MOMENT_DIGITS)}
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "ReferenceMoments":
         try:
-            n, mean, covariance = int(data["n"]), _finite(data["mean"], 1), _finite(data["covariance"], 2)
+            n, mean, covariance = int(data["n"]), finite_array(data["mean"], 1), finite_array(data["covariance"], 2)
         except (KeyError, TypeError, ValueError) as exc:
             raise MetadataError(f"{where} is malformed: {exc}") from None
         if n < 2 or covariance.shape != (mean.size, mean.size):
@@ -90,12 +91,12 @@ class PatientNull:
 
     def to_dict(self) -> dict:
         return {"batch_size": self.batch_size, "sizes": list(self.sizes), "seed": self.seed,
-                "statistics": _rounded(self.statistics, NULL_DIGITS)}
+                "statistics": rounded(self.statistics, NULL_DIGITS)}
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "PatientNull":
         try:
-            statistics = _finite(data["statistics"], 1)
+            statistics = finite_array(data["statistics"], 1)
             null = cls(np.sort(statistics), int(data["batch_size"]), tuple(int(s) for s in data["sizes"]),
                        int(data["seed"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -126,18 +127,3 @@ class MeanShiftMonitor:
                    ReferenceMoments.from_dict(data.get("layout_reference"), f"{where}.layout_reference"),
                    PatientNull.from_dict(data.get("layout_null"), f"{where}.layout_null"),
                    dict(data.get("description") or {}))
-
-
-def _rounded(values, digits: int):
-    if np.ndim(values) == 0:
-        return float(f"{float(values):.{digits}g}")
-    return [_rounded(v, digits) for v in values]
-
-
-def _finite(values, ndim: int) -> np.ndarray:
-    if values is None:
-        raise ValueError("missing")
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != ndim or array.size == 0 or not np.all(np.isfinite(array)):
-        raise ValueError(f"expected a finite {ndim}-d array of numbers")
-    return array

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .feature_reference import INPUT_LAYOUT, MIN_REFERENCE_IMAGES, FeatureReference
-from .mean_shift import LAYOUT, OUTPUTS, MeanShiftMonitor, ReferenceMoments
+from .feature_reference import FEATURES, MIN_REFERENCE_IMAGES, FeatureReference
+from .mean_shift import LAYOUT, OUTPUTS, MeanShiftMonitor
 from .two_sample_ks import ks_2samp
 
 # Family-wise false-alarm rate over all the tests of one batch.
@@ -88,14 +88,14 @@ def compare_with_reference(reference: FeatureReference | None, projections, prob
 
 def mean_shift_tests(reference: FeatureReference, monitor: MeanShiftMonitor, projections, probabilities) -> list[dict]:
     """The two tests' statistics and p-values: the outputs against the stored validation sample, the
-    layout components (the last columns of `projections`) against the training films."""
-    n_layout = reference.spaces[INPUT_LAYOUT].reference_projections.shape[1]
-    outputs = np.column_stack([probabilities, projections[:, :projections.shape[1] - n_layout]])
-    expected = np.column_stack([reference.reference_probabilities, reference.monitored_reference()[:, :-n_layout]])
+    layout components (the columns of `projections` after the feature components) against the
+    training films."""
+    n_features = reference.spaces[FEATURES].reference_projections.shape[1]
     results = []
     for name, moments, null, batch in (
-            (OUTPUTS, ReferenceMoments.of(expected), monitor.outputs_null, outputs),
-            (LAYOUT, monitor.layout_reference, monitor.layout_null, projections[:, -n_layout:])):
+            (OUTPUTS, reference.outputs_moments, monitor.outputs_null,
+             np.column_stack([probabilities, projections[:, :n_features]])),
+            (LAYOUT, monitor.layout_reference, monitor.layout_null, projections[:, n_features:])):
         statistic = moments.statistic(batch)
         results.append({"name": name, "statistic": round(statistic, 4), "p_value": float(f"{null.p_value(statistic):.4g}")})
     return results

@@ -40,7 +40,9 @@ from edgecxr.benchmarks.bench_report import markdown_table
 from edgecxr.benchmarks.machine import describe, machine_info
 from edgecxr.benchmarks.measure.published import publish
 from edgecxr.benchmarks.measure.site_safety import judge, observe, partition_reference
-from edgecxr.convert.gate_reference import validation_halves
+from edgecxr.convert.gate_reference import training_layouts, validation_halves
+from edgecxr.convert.monitor_nulls import NULL_BATCH_SIZES, NULL_DRAWS, fixed_reference_null, patient_batch, refitted_null
+from edgecxr.convert.monitor_nulls import patient_groups as groups_of
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, FeatureReference
 from edgecxr.edge_runtime.folders import list_images
@@ -48,8 +50,6 @@ from edgecxr.edge_runtime.predictor import Predictor
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.site_monitor import ALPHA, SHIFT, compare_with_reference
 from edgecxr.edge_runtime.two_sample_ks import ks_2samp
-from edgecxr.train.dataset import patient_id
-from edgecxr.convert.monitor_nulls import NULL_BATCH_SIZES, NULL_DRAWS, fixed_reference_null, patient_batch, refitted_null
 from edgecxr.edge_runtime.mean_shift import PatientNull, ReferenceMoments
 
 MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8", "H9+L16", "H9+L64")
@@ -57,14 +57,6 @@ MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8", "H9+L16", "H9+L64")
 WIDE = {"L16": 16, "L64": None}
 # Columns of `monitored_values`: the probability, the 8 feature components, the 8 layout components.
 MODEL_COLUMNS, LAYOUT_COLUMNS = slice(0, 9), slice(9, 17)
-
-
-def groups_of(paths: list[Path]) -> list[np.ndarray]:
-    """Positions of each patient's images in `paths`."""
-    index_of: dict[str, list[int]] = {}
-    for position, path in enumerate(paths):
-        index_of.setdefault(patient_id(Path(path)), []).append(position)
-    return [np.asarray(rows) for rows in index_of.values()]
 
 
 def monitored_values(probabilities, projections) -> np.ndarray:
@@ -135,20 +127,6 @@ def wide_view(reference: FeatureReference, name: str, grid) -> np.ndarray:
     return reference.spaces[INPUT_LAYOUT].basis.project(grid)[:, :{"L8": 8, "L16": 16}[name]]
 
 
-def training_grid(run: RunFolder, spec) -> np.ndarray:
-    """(n, 64): the layout grid of every training-split film (the model input's, so the same
-    whatever the artifact)."""
-    from edgecxr.edge_runtime.feature_reference import input_layout
-    from edgecxr.edge_runtime.preprocessing import preprocess
-
-    rows = []
-    paths = [s.path for s in run.split("train")]
-    for start in range(0, len(paths), 256):
-        inputs = np.stack([preprocess(p, spec) for p in paths[start:start + 256]]).astype(np.float32)
-        rows.append(input_layout(inputs))
-    return np.concatenate(rows)
-
-
 def accepted_grid(observed, judged) -> np.ndarray:
     """(len(judged.accepted), 64): the layout grids of the images a reference accepted."""
     from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT
@@ -208,7 +186,7 @@ def study_artifact(path: Path, run: RunFolder, test_paths: list[Path], args) -> 
     shipped_seed = shipped.calibration["seed"]
     seeds = [shipped_seed] + [s for s in range(args.halvings + 1) if s != shipped_seed][:args.halvings]
     rng = np.random.default_rng(args.seed)
-    training = training_grid(run, spec)
+    training = training_layouts(run)
     validation_row = {int(index): row for row, index in enumerate(everything.passed)}
     rows = []
     for seed in seeds:
