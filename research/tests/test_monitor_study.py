@@ -3,7 +3,7 @@ applied as written (research/monitor_rule.md)."""
 
 from pathlib import Path
 
-from research.monitor_study import MONITORS, decide, decide_layout, decide_reference, groups_of
+from research.monitor_study import MONITORS, decide, decide_layout, decide_reference, decide_training_null, groups_of
 
 
 def test_films_are_grouped_by_patient_from_their_names():
@@ -99,3 +99,22 @@ def test_the_layout_rule_needs_six_compact_runs_five_points_more_and_a_higher_lo
     lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
                             {"H9+L8": 1.0, "H9+L16": 0.0, "H9+L64": 0.0}, alarms=0.5)
     assert decide_layout(six(better, alike) + [lite0])["recommend"] == "H9+L16"  # Lite0 reported only
+
+
+def test_the_training_null_rule_needs_six_compact_runs_a_higher_mean_and_no_lower_lowest():
+    def six(l8t, l8=(0.84, 0.94, 0.83, 0.89, 0.95, 0.40), **kwargs):
+        return [layout_artifact(f"runs/r{k}/export/model_int8.tflite", "compact",
+                                {"H9+L8": l8[k], "H9+L8t": l8t[k]}, **kwargs) for k in range(6)]
+
+    better = (0.87, 0.87, 0.92, 0.91, 0.89, 0.70)  # mean 86.0 % against 80.8 %, lowest 0.70 >= 0.40
+    lower_lowest = (0.99, 0.99, 0.99, 0.99, 0.99, 0.39)
+    lower_mean = (0.80, 0.80, 0.80, 0.80, 0.80, 0.40)
+    assert decide_training_null(six(better))["adopt_H9_L8t"]
+    assert not decide_training_null(six(lower_lowest))["adopt_H9_L8t"]
+    assert not decide_training_null(six(lower_mean))["adopt_H9_L8t"]
+    assert not decide_training_null(six(better, other=0.051))["adopt_H9_L8t"]  # others' false alarms over 5 %
+    assert not decide_training_null(six(better, alarms=0.06))["adopt_H9_L8t"]  # shipped halving's over 5 %
+    assert not decide_training_null(six(better)[:5])["adopt_H9_L8t"]  # the rule names six runs
+    lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
+                            {"H9+L8": 1.0, "H9+L8t": 0.0}, alarms=0.5)
+    assert decide_training_null(six(better) + [lite0])["adopt_H9_L8t"]  # Lite0 reported only
