@@ -38,7 +38,7 @@ from .bias_correction import MODES, convolution_input_means, layer_corrected_cop
 from .calibration import (DEFAULT_CALIBRATION_SIZE, DEFAULT_VERIFY_SIZE, ImageSet, calibration_folder,
                           calibration_set, verification_set)
 from .fidelity import compare
-from .gate_reference import GateImages, artifact_reference, gate_images, run_bases, training_layout_reference
+from .gate_reference import GateImages, artifact_reference, gate_images, run_bases, run_layout_test
 from .keras_graph import export_saved_model, serving_function
 from .plan import plan_artifacts
 from .verify import problems
@@ -374,7 +374,7 @@ def gate_inputs(run: RunFolder, keras_model, seed: int) -> tuple[dict | None, Ga
     if bases is None:
         return None, None, "the model has no global-average-pooling layer to take features from"
     images = replace(images, fit=None)
-    return bases, replace(images, layout_reference=training_layout_reference(run, bases[INPUT_LAYOUT])), None
+    return bases, replace(images, layout_test=run_layout_test(run, bases[INPUT_LAYOUT], seed)), None
 
 
 def convert_run(options: ConvertOptions, build=build_artifact) -> list[ExportResult]:

@@ -13,8 +13,8 @@ here, so `benchmarks/measure/site_safety.py` can measure refusals and false alar
 has not seen. Test images are never involved.
 
 The site monitor's film-layout test compares a site's layout components with every training-split
-film's (step 1, `training_layout_reference`), and both its tests' nulls are drawn by patient from
-the calibration half in step 2 (monitor_nulls.py).
+film's, against a null drawn by training patient (step 1, `training_layout_test`); its model-output
+test's null is drawn by patient from the calibration half in step 2 (monitor_nulls.py).
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ from edgecxr.edge_runtime.feature_reference import (DEFAULT_COMPONENTS, FEATURES
                                                    FeatureReference, ReferenceSpace, conformal_threshold, fit_basis,
                                                    input_layout, min_calibration_images)
 from edgecxr.edge_runtime.folders import LabelledImage
-from edgecxr.edge_runtime.mean_shift import ReferenceMoments
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.train.dataset import split_by_patient
 
 from .calibration import ImageSet, stratified_sample, to_image_set
 from .keras_graph import FEATURE_OUTPUT, PROBABILITY_OUTPUT, feature_layer, serving_function
-from .monitor_nulls import calibrate_monitor
+from .monitor_nulls import LayoutTest, calibrate_monitor, training_layout_test
 
 # Training images the components are fitted on: enough for 16 components of 1280 features.
 FIT_IMAGES = 1000
@@ -54,8 +53,8 @@ class GateImages:
     fit: ImageSet | None  # training split: the components (dropped once fitted: 0.6 GB for Lite0)
     calibration: ImageSet  # half the validation split: the threshold and the monitor's sample
     description: dict
-    # The training films' layout components, for the monitor's layout test (None: KS tests only).
-    layout_reference: ReferenceMoments | None = None
+    # The monitor's layout test, from the training films (None: KS tests only).
+    layout_test: LayoutTest | None = None
 
 
 def validation_halves(run: RunFolder, seed: int) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -101,9 +100,11 @@ def training_layouts(run: RunFolder) -> np.ndarray:
     return input_layout(films.inputs)
 
 
-def training_layout_reference(run: RunFolder, basis: FeatureBasis) -> ReferenceMoments:
-    """The site monitor's layout reference: the training films' leading layout components."""
-    return ReferenceMoments.of(basis.project(training_layouts(run))[:, :MONITORED_COMPONENTS])
+def run_layout_test(run: RunFolder, basis: FeatureBasis, seed: int) -> LayoutTest | None:
+    """The site monitor's layout test: the training films' leading layout components, and their
+    null drawn by training patient."""
+    layouts = basis.project(training_layouts(run))[:, :MONITORED_COMPONENTS]
+    return training_layout_test(layouts, [s.path for s in run.split("train")], seed)
 
 
 def keras_features(keras_model, spec: PreprocessSpec, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,10 +145,10 @@ def artifact_reference(predict, bases: dict[str, FeatureBasis], images: GateImag
             refused |= scores > threshold
         spaces[name] = ReferenceSpace(basis, threshold, basis.project(vectors[name])[:, :MONITORED_COMPONENTS])
     monitor = None
-    if images.layout_reference is not None:
+    if images.layout_test is not None:
         outputs = np.column_stack([probabilities, spaces[FEATURES].reference_projections])
-        monitor = calibrate_monitor(outputs, spaces[INPUT_LAYOUT].reference_projections, images.calibration.paths,
-                                    images.layout_reference, int(images.description.get("seed", 0)))
+        monitor = calibrate_monitor(outputs, images.calibration.paths, images.layout_test,
+                                    int(images.description.get("seed", 0)))
     feature_basis = bases[FEATURES]
     calibration = {
         **images.description,

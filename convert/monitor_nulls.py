@@ -1,14 +1,20 @@
-"""The site monitor's nulls, drawn by patient from an artifact's calibration images at convert time
-(the tests themselves: edge_runtime/mean_shift.py).
+"""The site monitor's nulls, drawn by patient at convert time (the tests themselves:
+edge_runtime/mean_shift.py).
 
-Each null holds `T` of many batches of whole held-out calibration patients, at 20, 50 and 100
-films; the size whose 95th percentile is largest is kept, so one null serves every batch size
-without being lenient at any. Chosen by research/monitor_reference_rule.md on validation patients
-and `test/`'s unlabelled images (notebook: "A layout reference from the training split").
+Each null holds `T` of many batches of whole held-out patients, each compared with the films not
+in it, at 20, 50 and 100 films; the size whose 95th percentile is largest is kept, so one null
+serves every batch size without being lenient at any. The model-output test's batches are drawn
+from an artifact's calibration images (its own runtime's numbers); the layout test's from the
+training split, once per run: the layout depends on the preprocessing alone, and the training
+split's ~2,200 patients give its tail far more steadily than the calibration half's ~190 do.
+Chosen by research/monitor_reference_rule.md, then research/monitor_training_null_rule.md, on
+validation patients and `test/`'s unlabelled images (notebook: "A layout reference from the
+training split", "The layout null from training patients").
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +52,8 @@ def patient_batch(groups: list[np.ndarray], size: int, rng: np.random.Generator)
     raise ValueError(f"the groups hold {used} images, fewer than a batch of {size}")
 
 
-def _strictest(draw, sizes, draws: int, seed: int) -> PatientNull:
+def strictest_null(draw, sizes, draws: int, seed: int) -> PatientNull:
+    """`draws` values of `draw(size, rng)` at each size; the size whose 95th percentile is largest kept."""
     rng = np.random.default_rng(seed)
     kept, kept_size, kept_quantile = None, None, -np.inf
     for size in sizes:
@@ -73,38 +80,43 @@ def refitted_null(values, paths, seed: int, sizes=NULL_BATCH_SIZES, draws: int =
         batch, rest = patient_batch(groups, size, rng)
         return ReferenceMoments.of(values[rest]).statistic(values[batch])
 
-    return _strictest(draw, usable, draws, seed)
+    return strictest_null(draw, usable, draws, seed)
 
 
-def fixed_reference_null(moments: ReferenceMoments, values, paths, seed: int, sizes=NULL_BATCH_SIZES,
-                         draws: int = NULL_DRAWS) -> PatientNull | None:
-    """The null of `T` against a reference that stays as it is (films it never held), as a site's
-    batches meet it. None when `values` hold fewer films than the smallest batch."""
-    values = np.asarray(values, dtype=np.float64)
-    groups = patient_groups(paths)
-    usable = [m for m in sizes if m <= len(values)]
-    if not usable:
+@dataclass
+class LayoutTest:
+    """The layout test's reference and null, both from a run's training films (one per run)."""
+
+    reference: ReferenceMoments  # every training film's leading layout components
+    null: PatientNull
+    description: str  # how the null was drawn, as the metadata says it
+
+
+def training_layout_test(layouts, paths, seed: int, draws: int = NULL_DRAWS) -> LayoutTest | None:
+    """`layouts` (n, m) the training films' layout components, in the order of `paths`. None when
+    the split is too small for a null (the runtime then keeps the KS tests)."""
+    null = refitted_null(layouts, paths, seed, draws=draws)
+    if null is None:
         return None
-    return _strictest(lambda size, rng: moments.statistic(values[patient_batch(groups, size, rng)[0]]),
-                      usable, draws, seed)
+    description = (f"{len(null.statistics)} batches of whole training patients (of {len(patient_groups(paths))}) "
+                   f"against the other training films, at {', '.join(map(str, null.sizes))} films; the largest 95th "
+                   f"percentile kept (research/monitor_training_null_rule.md)")
+    return LayoutTest(ReferenceMoments.of(layouts), null, description)
 
 
-def calibrate_monitor(outputs, layouts, paths, layout_reference: ReferenceMoments, seed: int,
-                      draws: int = NULL_DRAWS) -> MeanShiftMonitor | None:
-    """Both nulls from the calibration images: `outputs` (n, 1 + m) their probabilities and feature
-    components, `layouts` (n, m) their layout components. None when either cannot be drawn (the
-    runtime then keeps the KS tests)."""
+def calibrate_monitor(outputs, paths, layout: LayoutTest, seed: int, draws: int = NULL_DRAWS) -> MeanShiftMonitor | None:
+    """The model-output test's null from the calibration images (`outputs` (n, 1 + m): their
+    probabilities and feature components), beside the run's layout test. None when that null cannot
+    be drawn (the runtime then keeps the KS tests)."""
     outputs_null = refitted_null(outputs, paths, seed, draws=draws)
-    layout_null = fixed_reference_null(layout_reference, layouts, paths, seed, draws=draws)
-    if outputs_null is None or layout_null is None:
+    if outputs_null is None:
         return None
     description = {
-        "rule": "research/monitor_reference_rule.md",
+        "rule": "research/monitor_reference_rule.md; layout null: research/monitor_training_null_rule.md",
         "statistic": "T = d' S^-1 d / (1/n + 1/N) per test; shift when the smaller p-value is below alpha / 2",
         "outputs_null": (f"{draws} batches of whole calibration patients against the rest of them, at "
                          f"{', '.join(map(str, outputs_null.sizes))} films; the largest 95th percentile kept"),
-        "layout_reference": f"the layout components of {layout_reference.n} training-split films",
-        "layout_null": (f"{draws} batches of whole calibration patients against the training films, at "
-                        f"{', '.join(map(str, layout_null.sizes))} films; the largest 95th percentile kept"),
+        "layout_reference": f"the layout components of {layout.reference.n} training-split films",
+        "layout_null": layout.description,
     }
-    return MeanShiftMonitor(outputs_null, layout_reference, layout_null, description)
+    return MeanShiftMonitor(outputs_null, layout.reference, layout.null, description)

@@ -19,9 +19,9 @@ image, as the earlier figures were), and judged by five monitors:
 - L8t, H9+L8t: L8 and H9+L8 with the layout null drawn by whole training patients, each batch
   against the training films not in it (research/monitor_training_null_rule.md);
 - H9+L8: L8 and the mean shift of the probability and 8 feature components (against the
-  validation half, as H17), Bonferroni over the two: adopted by that rule, now the shipped monitor
-  of artifacts converted since (edge_runtime/mean_shift.py), so "KS17" below is the shipped
-  reference's 17 KS tests, which older artifacts still run.
+  validation half, as H17), Bonferroni over the two: adopted by that rule, then replaced in the
+  product by H9+L8t (its layout null from training patients); "KS17" is the shipped reference's 17
+  KS tests, which older artifacts still run.
 
 Images the input gate refuses are left out of a batch, as `predict` leaves them out. `test/`'s
 labels are never read. Results: research/results/monitor/.
@@ -43,7 +43,7 @@ from edgecxr.benchmarks.machine import describe, machine_info
 from edgecxr.benchmarks.measure.published import publish
 from edgecxr.benchmarks.measure.site_safety import judge, observe, partition_reference
 from edgecxr.convert.gate_reference import training_layouts, validation_halves
-from edgecxr.convert.monitor_nulls import NULL_BATCH_SIZES, NULL_DRAWS, fixed_reference_null, patient_batch, refitted_null
+from edgecxr.convert.monitor_nulls import NULL_BATCH_SIZES, NULL_DRAWS, patient_batch, refitted_null, strictest_null
 from edgecxr.convert.monitor_nulls import patient_groups as groups_of
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, FeatureReference
@@ -125,6 +125,21 @@ class Monitors:
             p_wide = null.p_value(moments.statistic(wide_view(self.reference, name, grid)))
             verdicts[f"H9+{name}"] = min(p_model, p_wide) < ALPHA / 2
         return verdicts
+
+
+def fixed_reference_null(moments: ReferenceMoments, values, paths, seed: int, sizes=NULL_BATCH_SIZES,
+                         draws: int = NULL_DRAWS) -> PatientNull | None:
+    """The null of `T` against a reference that stays as it is (films it never held), drawn by
+    patient from `values` (the calibration half): the layout null shipped until
+    research/monitor_training_null_rule.md replaced it. None when `values` hold fewer films than the
+    smallest batch."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = groups_of(paths)
+    usable = [m for m in sizes if m <= len(values)]
+    if not usable:
+        return None
+    return strictest_null(lambda size, rng: moments.statistic(values[patient_batch(groups, size, rng)[0]]),
+                          usable, draws, seed)
 
 
 def wide_view(reference: FeatureReference, name: str, grid) -> np.ndarray:

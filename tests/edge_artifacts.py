@@ -64,7 +64,7 @@ def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
     from edgecxr.edge_runtime.backends import open_backend
     from edgecxr.edge_runtime.feature_reference import INPUT_LAYOUT, MONITORED_COMPONENTS, input_layout
     from edgecxr.edge_runtime.formats import format_of_file
-    from edgecxr.edge_runtime.mean_shift import ReferenceMoments
+    from edgecxr.convert.monitor_nulls import training_layout_test
     from edgecxr.edge_runtime.metadata import metadata_path, read_metadata, write_metadata
     from edgecxr.edge_runtime.preprocessing import preprocess
 
@@ -74,14 +74,15 @@ def gated_artifacts(run: Path, pool: Path) -> dict[str, Path]:
         paths = sorted(folder.iterdir())
         return np.stack([preprocess(p, spec) for p in paths]).astype(np.float32), paths
 
-    fit, _ = inputs(pool / "fit")
+    fit, fit_paths = inputs(pool / "fit")
     calibration, paths = inputs(pool / "calibration")
     bases = run_bases(keras.models.load_model(run / "model.keras", compile=False), spec, fit)
-    # The fit films stand in for the training split as the monitor's layout reference.
-    layout = ReferenceMoments.of(bases[INPUT_LAYOUT].project(input_layout(fit))[:, :MONITORED_COMPONENTS])
+    # The fit films stand in for the training split as the monitor's layout reference and null.
+    layout = training_layout_test(bases[INPUT_LAYOUT].project(input_layout(fit))[:, :MONITORED_COMPONENTS],
+                                  fit_paths, seed=0)
     images = GateImages(fit=None, calibration=ImageSet(calibration, np.zeros(len(paths), dtype=int),
                                                        [str(p) for p in paths], str(pool / "calibration")),
-                        description={"seed": 0, "source": "tests: xray_pool"}, layout_reference=layout)
+                        description={"seed": 0, "source": "tests: xray_pool"}, layout_test=layout)
     out = run / "gated_export"
     out.mkdir(exist_ok=True)
     built = {}

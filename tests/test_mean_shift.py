@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecxr.convert.monitor_nulls import fixed_reference_null, patient_batch, refitted_null
+from edgecxr.convert.monitor_nulls import patient_batch, refitted_null, training_layout_test
 from edgecxr.edge_runtime.errors import MetadataError
 from edgecxr.edge_runtime.mean_shift import MeanShiftMonitor, PatientNull, ReferenceMoments
 
@@ -81,25 +81,26 @@ def test_too_small_a_reference_has_no_patient_null():
         refitted_null(values, patients[:-1], seed=0)
 
 
-def test_the_fixed_reference_null_holds_out_whole_patients_and_keeps_the_strictest_size():
+def test_the_layout_test_takes_every_training_film_as_reference_and_its_null_from_training_patients():
     rng = np.random.default_rng(0)
-    reference = ReferenceMoments.of(rng.normal(size=(4000, 2)))
-    values, paths = clustered(rng, 60, 4, dims=2, spread=1.0)
-    null = fixed_reference_null(reference, values, paths, seed=1, sizes=(20, 100), draws=300)
-    assert null.sizes == (20, 100) and null.batch_size in (20, 100) and len(null.statistics) == 300
-    # Independent films would give about chi-square with 2 degrees of freedom (95th percentile 6.0);
-    # four alike films per patient inflate it about fourfold.
-    assert np.quantile(null.statistics, 0.95) > 12
-    assert null.p_value(np.inf) == 1 / 301
-    assert fixed_reference_null(reference, values[:10], paths[:10], seed=1) is None  # smaller than any batch
+    values, paths = clustered(rng, 300, 4, dims=2, spread=1.0)
+    layout = training_layout_test(values, paths, seed=1, draws=300)
+    assert layout.reference.n == 1200
+    np.testing.assert_allclose(layout.reference.mean, values.mean(axis=0))
+    assert layout.null.sizes == (20, 50, 100) and len(layout.null.statistics) == 300
+    assert "of 300" in layout.description and "training patients" in layout.description
+    # Each batch is whole patients against the films not in it: independent films would give about
+    # chi-square with 2 degrees of freedom (95th percentile 6.0); four alike films per patient
+    # inflate it about fourfold. Batches left in their own reference would not be inflated so.
+    assert np.quantile(layout.null.statistics, 0.95) > 12
+    assert training_layout_test(values[:24], paths[:24], seed=1) is None  # too few films for a batch and a rest
 
 
 def test_the_monitor_survives_its_metadata_round_trip_and_refuses_a_broken_one():
     rng = np.random.default_rng(3)
     values, paths = clustered(rng, 100, 3, dims=3)
-    monitor = MeanShiftMonitor(refitted_null(values, paths, seed=0, draws=200),
-                               ReferenceMoments.of(rng.normal(size=(500, 3))),
-                               fixed_reference_null(ReferenceMoments.of(values), values, paths, seed=0, draws=200),
+    layout = training_layout_test(*clustered(rng, 200, 3, dims=3), seed=0, draws=200)
+    monitor = MeanShiftMonitor(refitted_null(values, paths, seed=0, draws=200), layout.reference, layout.null,
                                {"rule": "test"})
     again = MeanShiftMonitor.from_dict(monitor.to_dict(), "feature_reference.mean_shift")
     batch = values[:40] + 0.3

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgecxr.convert.calibration import ImageSet
 from edgecxr.convert.gate_reference import GateImages, artifact_reference, paths_digest, validation_halves
-from edgecxr.convert.monitor_nulls import patient_batch, patient_groups
+from edgecxr.convert.monitor_nulls import LayoutTest, patient_batch, patient_groups
 from edgecxr.edge_runtime.data_location import resolve_data_dir
 from edgecxr.edge_runtime.errors import EdgecxrError, ImageError
 from edgecxr.edge_runtime.feature_reference import FEATURES, INPUT_LAYOUT, FeatureReference, input_layout
@@ -168,11 +168,14 @@ def partition_reference(backend, spec, shipped: FeatureReference, run: RunFolder
     shipped bases, fitted on training images, are kept), and that halving's held-out images."""
     calibration, held_out = validation_halves(run, seed)
     inputs = np.stack([preprocess(s.path, spec) for s in calibration]).astype(np.float32)
-    # The training films' layout reference does not depend on the halving: the shipped one serves.
-    layout = shipped.mean_shift.layout_reference if shipped.mean_shift is not None else None
+    # The layout test (training films' reference and null) does not depend on the halving: the shipped one serves.
+    layout = None
+    if shipped.mean_shift is not None:
+        layout = LayoutTest(shipped.mean_shift.layout_reference, shipped.mean_shift.layout_null,
+                            shipped.mean_shift.description.get("layout_null", "as shipped"))
     images = GateImages(fit=None, calibration=ImageSet(inputs, np.array([s.label for s in calibration]),
                                                        [str(s.path) for s in calibration], "validation"),
-                        description={"seed": seed}, layout_reference=layout)
+                        description={"seed": seed}, layout_test=layout)
     bases = {name: space.basis for name, space in shipped.spaces.items()}
     return artifact_reference(backend.predict, bases, images), held_out
 

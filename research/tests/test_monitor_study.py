@@ -3,7 +3,11 @@ applied as written (research/monitor_rule.md)."""
 
 from pathlib import Path
 
-from research.monitor_study import MONITORS, decide, decide_layout, decide_reference, decide_training_null, groups_of
+import numpy as np
+
+from edgecxr.edge_runtime.mean_shift import ReferenceMoments
+from research.monitor_study import (MONITORS, decide, decide_layout, decide_reference, decide_training_null,
+                                    fixed_reference_null, groups_of)
 
 
 def test_films_are_grouped_by_patient_from_their_names():
@@ -118,3 +122,19 @@ def test_the_training_null_rule_needs_six_compact_runs_a_higher_mean_and_no_lowe
     lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
                             {"H9+L8": 1.0, "H9+L8t": 0.0}, alarms=0.5)
     assert decide_training_null(six(better) + [lite0])["adopt_H9_L8t"]  # Lite0 reported only
+
+
+def test_the_fixed_reference_null_holds_out_whole_patients_and_keeps_the_strictest_size():
+    # The layout null shipped until research/monitor_training_null_rule.md; the study still measures it.
+    rng = np.random.default_rng(0)
+    reference = ReferenceMoments.of(rng.normal(size=(4000, 2)))
+    offsets = rng.normal(0, 1.0, (60, 2))  # one offset per patient: four alike films each
+    values = np.repeat(offsets, 4, axis=0) + rng.normal(0, 0.5, (240, 2))
+    paths = [f"person{k}_virus_{j}.jpeg" for k in range(60) for j in range(4)]
+    null = fixed_reference_null(reference, values, paths, seed=1, sizes=(20, 100), draws=300)
+    assert null.sizes == (20, 100) and null.batch_size in (20, 100) and len(null.statistics) == 300
+    # Independent films would give about chi-square with 2 degrees of freedom (95th percentile 6.0);
+    # four alike films per patient inflate it about fourfold.
+    assert np.quantile(null.statistics, 0.95) > 12
+    assert null.p_value(np.inf) == 1 / 301
+    assert fixed_reference_null(reference, values[:10], paths[:10], seed=1) is None  # smaller than any batch
