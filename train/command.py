@@ -22,6 +22,7 @@ class Arch(str, Enum):
 
     compact = "compact"
     efficientnet_lite0 = "efficientnet_lite0"
+    efficientnet_lite2 = "efficientnet_lite2"
     mobilenet_v2 = "mobilenet_v2"
     mobilenet_v3_small = "mobilenet_v3_small"
     mobilenet_v3_large = "mobilenet_v3_large"

@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0 in Keras: the int8-friendly EfficientNet (ReLU6, no squeeze-excite, fixed stem/head).
+"""EfficientNet-Lite0 and -Lite2 in Keras: the int8-friendly EfficientNet (ReLU6, no squeeze-excite,
+fixed stem/head).
 
 Layer names are stable and one-to-one with the PyTorch state dict's modules, so the ImageNet
 weights port (lite0_weights.py) can address every layer by name. Stride-2 convolutions use
@@ -41,6 +42,20 @@ LITE0_STAGES = (
 )
 
 
+# Lite2: width 1.1 and depth 1.2 of Lite0, the first and last stages' repeats and the stem and head
+# left as they are (the Lite family's rule); read back from the shapes of the shipped state dict.
+LITE2_STAGES = (
+    Stage(1, 3, 1, 1, 32, 16),
+    Stage(3, 3, 2, 6, 16, 24),
+    Stage(3, 5, 2, 6, 24, 48),
+    Stage(4, 3, 2, 6, 48, 88),
+    Stage(4, 5, 1, 6, 88, 120),
+    Stage(5, 5, 2, 6, 120, 208),
+    Stage(1, 3, 1, 6, 208, 352),
+)
+STAGES = {"lite0": LITE0_STAGES, "lite2": LITE2_STAGES}
+
+
 def _mbconv(x, index: int, kernel: int, stride: int, expand: int, filters_in: int, filters_out: int):
     from keras import layers
 
@@ -63,6 +78,12 @@ def _mbconv(x, index: int, kernel: int, stride: int, expand: int, filters_in: in
 def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, classes: int = 1000,
                        dropout: float = 0.2, input_tensor=None):
     """The Lite0 network; without the top it ends at the 1280-channel ReLU6 feature map."""
+    return efficientnet_lite("lite0", input_shape, include_top, classes, dropout, input_tensor)
+
+
+def efficientnet_lite(variant: str, input_shape=(224, 224, 3), include_top: bool = True, classes: int = 1000,
+                      dropout: float = 0.2, input_tensor=None):
+    """A Lite network by name (`STAGES`); without the top it ends at the 1280-channel feature map."""
     import keras
     from keras import layers
 
@@ -71,7 +92,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, clas
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     index = 0
-    for stage in LITE0_STAGES:
+    for stage in STAGES[variant]:
         for repeat in range(stage.repeats):
             first = repeat == 0
             x = _mbconv(x, index, stage.kernel, stage.stride if first else 1, stage.expand,
@@ -84,4 +105,4 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, clas
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(dropout, name="top_dropout")(x)
         x = layers.Dense(classes, name="logits")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=f"efficientnet_{variant}")

