@@ -9,15 +9,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install demo test research-test edge-check pi-check cpu-check reproduce clean browser
 
-# Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite0 weight
-# import) is pinned to the CPU build this project tests with, installed before anything can ask
+# Re-installs when pyproject.toml changes. torch (only for the one-time EfficientNet-Lite weight
+# imports) is pinned to the CPU build this project tests with, installed before anything can ask
 # for an unpinned torch and pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[train,lite0,mobile,dev,dicom,station]"
+	$(BIN)/python -m pip install --quiet -e ".[train,lite0,lite2,mobile,dev,dicom,station]"
 	touch $@
 
 install: $(VENV)/.installed

