@@ -30,10 +30,10 @@ from .formats import EDGE_SUFFIXES, EXPORT_FORMATS, format_of_file
 from .metadata import metadata_path, read_metadata, sha256_file
 from .run_folder import EXPORT_DIR
 
-# Extras for the build machine (training, the Lite0 weight import, tests, benchmark films): never
+# Extras for the build machine (training, the Lite weight imports, tests, benchmark films): never
 # shipped. Every other extra the package declares (a clinic station, DICOM input, ...) is part of
 # the edge install.
-BUILD_MACHINE_EXTRAS = frozenset({"train", "lite0", "dev", "films"})
+BUILD_MACHINE_EXTRAS = frozenset({"train", "lite0", "lite2", "dev", "films"})
 
 # glibc of the oldest target each platform must run on: Raspberry Pi OS Bookworm has 2.36, so any
 # manylinux wheel up to manylinux_2_36 installs there.
