@@ -13,7 +13,7 @@ here, so `benchmarks/measure/site_safety.py` can measure refusals and false alar
 has not seen. Test images are never involved.
 
 The site monitor's film-layout test compares a site's layout components with every training-split
-film's, against a null drawn by training patient (step 1, `training_layout_test`); its model-output
+film's, against a null drawn by training patient (step 1, `run_layout_test`); its model-output
 test's null is drawn by patient from the calibration half in step 2 (monitor_nulls.py).
 """
 

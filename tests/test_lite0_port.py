@@ -72,7 +72,7 @@ def test_mismatched_or_partial_weights_are_refused(keras_lite0, tmp_path):
         lite0_weights.assign_weights(efficientnet_lite0(), partial)
     not_weights = tmp_path / "junk.npz"
     np.savez(not_weights, something=np.zeros(3))
-    with pytest.raises(EdgecxrError, match="not a Lite0 weights file"):
+    with pytest.raises(EdgecxrError, match="not an EfficientNet-Lite weights file"):
         lite0_weights.load_weights_file(not_weights)
 
 

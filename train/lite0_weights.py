@@ -77,13 +77,13 @@ def _keras_module(torch_module: str) -> tuple[str, str]:
     table, prefix = (_IN_BLOCK, f"block{match.group(1)}_") if match else (_TOP_LEVEL, "")
     name = match.group(2) if match else torch_module
     if name not in table:
-        raise EdgecxrError(f"unexpected module {torch_module!r} in the Lite0 state dict")
+        raise EdgecxrError(f"unexpected module {torch_module!r} in the EfficientNet-Lite state dict")
     layer, kind = table[name]
     return prefix + layer, kind
 
 
 def port_state_dict(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """PyTorch Lite0 tensors -> Keras weights per layer name, in each Keras layer's weight order."""
+    """PyTorch EfficientNet-Lite tensors -> Keras weights per layer name, in each Keras layer's weight order."""
     modules: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():
         module, field = key.rsplit(".", 1)
@@ -118,12 +118,12 @@ def read_ported(path: Path) -> dict[str, list[np.ndarray]]:
         with np.load(path, allow_pickle=False) as data:
             items = {key: data[key] for key in data.files}
     except (OSError, ValueError) as exc:
-        raise EdgecxrError(f"cannot read Lite0 weights {path}: {exc}") from None
+        raise EdgecxrError(f"cannot read EfficientNet-Lite weights {path}: {exc}") from None
     weights: dict[str, dict[int, np.ndarray]] = {}
     for key, array in items.items():
         layer, _, index = key.rpartition("/")
         if not layer or not index.isdigit():
-            raise EdgecxrError(f"{path} is not a Lite0 weights file (unexpected entry {key!r})")
+            raise EdgecxrError(f"{path} is not an EfficientNet-Lite weights file (unexpected entry {key!r})")
         weights.setdefault(layer, {})[int(index)] = array
     return {layer: [values[i] for i in sorted(values)] for layer, values in weights.items()}
 
@@ -140,7 +140,7 @@ def imagenet_weights_path(variant: str = "lite0") -> Path:
 
 
 def load_weights_file(path: Path) -> dict[str, list[np.ndarray]]:
-    """Lite0 weights from a ported .npz or straight from a PyTorch .pth state dict."""
+    """EfficientNet-Lite weights from a ported .npz or straight from a PyTorch .pth state dict."""
     path = Path(path)
     if not path.is_file():
         raise EdgecxrError(f"weights file not found: {path}")
@@ -150,7 +150,7 @@ def load_weights_file(path: Path) -> dict[str, list[np.ndarray]]:
 
 
 def assign_weights(model, weights: dict[str, list[np.ndarray]]) -> int:
-    """Set every Lite0 layer of `model` that has weights; returns how many layers were set.
+    """Set every EfficientNet-Lite layer of `model` that has weights; returns how many layers were set.
 
     Every weighted backbone layer must be covered and shapes must match exactly: a silent partial
     load would train from a half-random network.
@@ -158,19 +158,19 @@ def assign_weights(model, weights: dict[str, list[np.ndarray]]) -> int:
     count = 0
     for layer in model.layers:
         expected = layer.get_weights()
-        if not expected or not _is_lite0_layer(layer.name):
+        if not expected or not _is_lite_layer(layer.name):
             continue
         if layer.name not in weights:
-            raise EdgecxrError(f"Lite0 weights lack layer {layer.name!r}")
+            raise EdgecxrError(f"the weights lack layer {layer.name!r}")
         given = weights[layer.name]
         shapes = [tuple(w.shape) for w in given]
         if shapes != [tuple(w.shape) for w in expected]:
-            raise EdgecxrError(f"Lite0 weights for {layer.name!r} have shapes {shapes}, "
+            raise EdgecxrError(f"the weights for {layer.name!r} have shapes {shapes}, "
                                f"the model needs {[tuple(w.shape) for w in expected]}")
         layer.set_weights(given)
         count += 1
     return count
 
 
-def _is_lite0_layer(name: str) -> bool:
+def _is_lite_layer(name: str) -> bool:
     return name.startswith(("stem_", "block", "head_")) or name == "logits"
