@@ -24,7 +24,10 @@ from edgecxr.edge_runtime.console import console
 
 from .ensemble_study import mean_logit
 
-ARMS = {"baseline": 0.1, "student": 0.0}  # arm -> label smoothing (the teacher's targets are soft)
+# arm -> label smoothing (the teachers' targets are soft). "consistent" is the addendum's S2: it
+# trains on fixed augmented views, each with the teachers' answer on that same view.
+ARMS = {"baseline": 0.1, "student": 0.0, "consistent": 0.0}
+VIEW_BATCH = 256  # films per augmentation and teacher batch: bounds the 224x224x3 teacher inputs in memory
 AUC_MARGIN = 0.001  # rule 1
 ACCURACY_MARGIN = 0.010  # rule 1
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
@@ -54,8 +57,45 @@ def teacher_targets(teacher_runs: list[Path], train_paths: list[str], train_labe
     return mean_logit(probs).astype(np.float32)
 
 
-def train_arm(splits, spec, config, targets: np.ndarray, label_smoothing: float, seed: int, out: Path,
-              split_file: Path) -> dict:
+def consistent_views(teacher_runs: list[Path], samples, student_spec, views: int, seed: int):
+    """`views` augmented copies of each training film, drawn before any preprocessing, as the
+    student's uint8 inputs, with the teachers' mean-logit probability on each same copy."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from edgecxr.edge_runtime.batching import predict_in_batches
+    from edgecxr.edge_runtime.console import progress_bar
+    from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels, to_pixels
+    from edgecxr.edge_runtime.run_folder import RunFolder
+    from edgecxr.train.augment import AugmentConfig, augment_batch
+    from edgecxr.train.keras_backend import open_any_model
+    from edgecxr.train.pixel_cache import load_pixels
+
+    teachers = [open_any_model(RunFolder.open(path).model_path) for path in teacher_runs]
+    raw_spec = PreprocessSpec(height=224, width=224, channels=1, equalize="none", scale=1.0, offset=0.0)
+    raw = load_pixels(samples, raw_spec, "the training films, unprocessed").pixels
+    inputs, targets = [], []
+    with progress_bar() as progress:
+        task = progress.add_task("views and the teachers' answers", total=views * len(raw))
+        for view in range(views):
+            for start in range(0, len(raw), VIEW_BATCH):
+                stream = tf.constant([seed, view * 1_000_000 + start], dtype=tf.int64)
+                warped = augment_batch(tf.constant(raw[start:start + VIEW_BATCH], tf.float32), stream, AugmentConfig())
+                films = [Image.fromarray(image[:, :, 0]) for image in np.rint(warped.numpy()).astype(np.uint8)]
+                probs = []
+                for teacher in teachers:
+                    spec = teacher.metadata.preprocessing
+                    pixels = np.stack([to_pixels(film, spec) for film in films])
+                    probs.append(predict_in_batches(teacher.predict_proba, pixels,
+                                                    prepare=lambda b, s=spec: scale_pixels(b.astype(np.float32), s)))
+                inputs.append(np.stack([to_pixels(film, student_spec) for film in films]))
+                targets.append(mean_logit(probs))
+                progress.advance(task, len(films))
+    return np.concatenate(inputs), np.concatenate(targets).astype(np.float32)
+
+
+def train_arm(splits, spec, config, pixels: np.ndarray, targets: np.ndarray, labels: np.ndarray,
+              label_smoothing: float, seed: int, out: Path, split_file: Path) -> dict:
     """One compact run on `targets`, written as a run folder `convert` accepts."""
     import keras
 
@@ -76,8 +116,8 @@ def train_arm(splits, spec, config, targets: np.ndarray, label_smoothing: float,
     steps = batches_per_epoch(len(targets), config.batch_size)
     compile_classifier(model, config.learning_rate, config.epochs * steps, label_smoothing)
     # Class weights come from the true labels: the targets only say how sure to be.
-    weights = image_weights(splits.train.labels, config.class_weights)
-    part = PixelSet(splits.train.pixels, targets, splits.train.paths)
+    weights = image_weights(labels, config.class_weights)
+    part = PixelSet(pixels, targets, [""] * len(targets))
     history = model.fit(train_dataset(part, spec, config, config.batch_size, seed, weights),
                         validation_data=validation_dataset(splits.val, spec), epochs=config.epochs, verbose=0,
                         callbacks=fit_callbacks(config.epochs, steps, config.patience), shuffle=False).history
@@ -101,7 +141,7 @@ def train_arm(splits, spec, config, targets: np.ndarray, label_smoothing: float,
     return metrics
 
 
-def train_all(teachers: list[Path], seeds: list[int], data: Path | None, out: Path) -> dict:
+def train_all(teachers: list[Path], seeds: list[int], data: Path | None, out: Path, views: int = 0) -> dict:
     from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.errors import EdgecxrError
     from edgecxr.edge_runtime.run_folder import SPLIT_FILE, RunFolder
@@ -117,39 +157,63 @@ def train_all(teachers: list[Path], seeds: list[int], data: Path | None, out: Pa
     wanted = [str(s.path) for s in first.split("validation")]
     if [str(Path(p).resolve()) for p in splits.val.paths] != wanted:
         raise EdgecxrError(f"seed {split_seed} does not give {teachers[0]}'s validation patients here")
+    if views:
+        from edgecxr.edge_runtime.folders import LabelledImage
+        from edgecxr.train.augment import NO_AUGMENTATION
+
+        samples = [LabelledImage(Path(p), int(label)) for p, label in zip(splits.train.paths, splits.train.labels)]
+        results = {"views": views}
+        for seed in seeds:
+            pixels, soft = consistent_views(teachers, samples, spec, views, seed)
+            labels = np.tile(splits.train.labels, views)
+            results[f"view_label_agreement_s{seed}"] = float(np.mean((soft >= 0.5) == (labels == 1)))
+            name = run_name("consistent", seed)
+            metrics = train_arm(splits, spec, replace(config, out=out / name, augment=NO_AUGMENTATION), pixels, soft,
+                                labels, ARMS["consistent"], seed, out / name, first.path / SPLIT_FILE)
+            console.print(f"{name}: validation AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.3f}; "
+                          f"teachers agree with {results[f'view_label_agreement_s{seed}']:.2%} of the views' labels",
+                          highlight=False)
+            results[name] = {k: metrics[k] for k in (*METRICS, "threshold")}
+        return results
     soft = teacher_targets(teachers, splits.train.paths, splits.train.labels)
     agree = float(np.mean((soft >= 0.5) == (splits.train.labels == 1)))
     console.print(f"teachers agree with {agree:.2%} of the training labels", highlight=False)
     results = {"teacher_label_agreement_train": agree,
                "teacher_target_quantiles": np.quantile(soft, [0.01, 0.1, 0.5, 0.9, 0.99]).tolist()}
     for seed in seeds:
-        for arm, smoothing in ARMS.items():
+        for arm in ("baseline", "student"):
             targets = soft if arm == "student" else splits.train.labels.astype(np.float32)
-            metrics = train_arm(splits, spec, replace(config, out=out / run_name(arm, seed)), targets, smoothing,
-                                seed, out / run_name(arm, seed), first.path / SPLIT_FILE)
+            metrics = train_arm(splits, spec, replace(config, out=out / run_name(arm, seed)), splits.train.pixels,
+                                targets, splits.train.labels, ARMS[arm], seed, out / run_name(arm, seed),
+                                first.path / SPLIT_FILE)
             console.print(f"{run_name(arm, seed)}: validation AUC {metrics['roc_auc']:.4f}, "
                           f"accuracy {metrics['accuracy']:.3f}", highlight=False)
             results[run_name(arm, seed)] = {k: metrics[k] for k in (*METRICS, "threshold")}
     return results
 
 
-def decide(rows: dict, seeds: list[int]) -> dict:
-    """The rule as written; rows[name] holds 'val_int8' metrics, 'stress_mean' and 'verified'."""
+def decide(rows: dict, seeds: list[int], candidate: str = "student") -> dict:
+    """The rule as written, for `candidate` against the same-seed baselines; rows[name] holds
+    'val_int8' metrics, 'stress_mean' and 'verified'."""
     def mean(arm, key, sub=None):
         return float(np.mean([(rows[run_name(arm, s)][sub][key] if sub else rows[run_name(arm, s)][key])
                               for s in seeds]))
 
-    stress_wins = sum(rows[run_name("student", s)]["stress_mean"] > rows[run_name("baseline", s)]["stress_mean"]
+    stress_wins = sum(rows[run_name(candidate, s)]["stress_mean"] > rows[run_name("baseline", s)]["stress_mean"]
                       for s in seeds)
     checks = {
         "1. int8 validation AUC and accuracy (seed means)":
-            mean("student", "roc_auc", "val_int8") >= mean("baseline", "roc_auc", "val_int8") - AUC_MARGIN
-            and mean("student", "accuracy", "val_int8") >= mean("baseline", "accuracy", "val_int8") - ACCURACY_MARGIN,
+            mean(candidate, "roc_auc", "val_int8") >= mean("baseline", "roc_auc", "val_int8") - AUC_MARGIN
+            and mean(candidate, "accuracy", "val_int8") >= mean("baseline", "accuracy", "val_int8") - ACCURACY_MARGIN,
         "2. stress mean AUC: higher on average and in >= 2 of 3 seeds":
-            mean("student", "stress_mean") > mean("baseline", "stress_mean") and stress_wins >= 2,
-        "3. every student's int8 verifies": all(rows[run_name("student", s)]["verified"] for s in seeds),
+            mean(candidate, "stress_mean") > mean("baseline", "stress_mean") and stress_wins >= 2,
+        "3. every student's int8 verifies": all(rows[run_name(candidate, s)]["verified"] for s in seeds),
     }
     return {"checks": checks, "qualifies": all(checks.values()), "stress_wins": int(stress_wins)}
+
+
+def trained_arms(seeds: list[int], out: Path) -> list[str]:
+    return [arm for arm in ARMS if all((out / run_name(arm, s)).is_dir() for s in seeds)]
 
 
 def score_all(seeds: list[int], data: Path | None, out: Path, artifact: str) -> dict:
@@ -167,7 +231,7 @@ def score_all(seeds: list[int], data: Path | None, out: Path, artifact: str) -> 
     folder = resolve_data_dir(data)
     rows = {}
     for seed in seeds:
-        for arm in ARMS:
+        for arm in trained_arms(seeds, out):
             path = out / run_name(arm, seed)
             run = RunFolder.open(path)
             verify = json.loads((run.export_dir / VERIFY_FILE).read_text(encoding="utf-8"))
@@ -190,15 +254,16 @@ def score_all(seeds: list[int], data: Path | None, out: Path, artifact: str) -> 
     return rows
 
 
-def markdown(rows: dict, seeds: list[int], decision: dict, training: dict) -> str:
-    names = [run_name(arm, s) for s in seeds for arm in ARMS]
+def markdown(rows: dict, seeds: list[int], decisions: dict, training: dict) -> str:
+    arms = [arm for arm in ARMS if all(run_name(arm, s) in rows for s in seeds)]
+    names = [run_name(arm, s) for s in seeds for arm in arms]
     headers = ["run", "val int8 AUC", "val int8 acc", "stress mean AUC (Keras)", "verified",
                "test/ int8 AUC", "acc", "sens", "spec", "test/ Keras AUC", "acc"]
     table = [[n, f"{rows[n]['val_int8']['roc_auc']:.4f}", f"{rows[n]['val_int8']['accuracy']:.4f}",
               f"{rows[n]['stress_mean']:.4f}", "yes" if rows[n]["verified"] else "no",
               *(f"{rows[n]['test_int8'][k]:.4f}" for k in METRICS),
               f"{rows[n]['test_keras']['roc_auc']:.4f}", f"{rows[n]['test_keras']['accuracy']:.4f}"] for n in names]
-    for arm in ARMS:
+    for arm in arms:
         runs = [rows[run_name(arm, s)] for s in seeds]
         table.append([f"**{arm} mean**", f"{np.mean([r['val_int8']['roc_auc'] for r in runs]):.4f}",
                       f"{np.mean([r['val_int8']['accuracy'] for r in runs]):.4f}",
@@ -207,12 +272,18 @@ def markdown(rows: dict, seeds: list[int], decision: dict, training: dict) -> st
                       f"{np.mean([r['test_keras']['roc_auc'] for r in runs]):.4f}",
                       f"{np.mean([r['test_keras']['accuracy'] for r in runs]):.4f}"])
     out = markdown_table(headers, table)
-    out += ["", "## Decision (pre-registered rule)", ""]
-    out += [f"- {check}: {'pass' if ok else 'fail'}" for check, ok in decision["checks"].items()]
-    out += [f"- **qualifies: {decision['qualifies']}**", "",
-            f"Teachers on the training films: agree with {training.get('teacher_label_agreement_train', float('nan')):.2%} "
+    for candidate, decision in decisions.items():
+        out += ["", f"## Decision for {candidate} (pre-registered rule)", ""]
+        out += [f"- {check}: {'pass' if ok else 'fail'}" for check, ok in decision["checks"].items()]
+        out += [f"- **qualifies: {decision['qualifies']}**"]
+    out += ["", f"Teachers on the training films: agree with {training.get('teacher_label_agreement_train', float('nan')):.2%} "
             f"of the labels; target quantiles (1, 10, 50, 90, 99 %): "
             f"{[round(q, 3) for q in training.get('teacher_target_quantiles', [])]}"]
+    views = training.get("consistent", {})
+    if views:
+        out += ["", f"Consistent views ({views['views']} per film): the teachers agree with "
+                    + ", ".join(f"{views[f'view_label_agreement_s{s}']:.2%}" for s in seeds)
+                    + " of the views' labels (seeds " + ", ".join(map(str, seeds)) + ")"]
     return "\n".join(out) + "\n"
 
 
@@ -224,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("research/runs/distil"))
     parser.add_argument("--out", type=Path, default=Path("research/results/distil"))
     parser.add_argument("--artifact", default="model_int8.tflite")
+    parser.add_argument("--views", type=int, default=0,
+                        help="train the consistent-view students on this many augmented views per film")
     parser.add_argument("--score", action="store_true", help="score the converted runs and apply the rule")
     args = parser.parse_args(argv)
 
@@ -233,19 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     training_file = args.out / "training.json"
     if not args.score:
-        write_json_atomic(training_file, {**train_all(args.teachers, args.seeds, args.data, args.runs),
-                                          "machine": machine_info()})
+        training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else {}
+        result = {**train_all(args.teachers, args.seeds, args.data, args.runs, args.views), "machine": machine_info()}
+        if args.views:
+            training["consistent"] = result
+        else:
+            training = {**result, **({"consistent": training["consistent"]} if "consistent" in training else {})}
+        write_json_atomic(training_file, training)
         console.print(f"trained -> {args.runs}; convert each run, then rerun with --score", highlight=False)
         return 0
     machine = machine_info()
     rows = score_all(args.seeds, args.data, args.runs, args.artifact)
-    decision = decide(rows, args.seeds)
+    decisions = {arm: decide(rows, args.seeds, arm) for arm in trained_arms(args.seeds, args.runs) if arm != "baseline"}
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else {}
-    write_json_atomic(args.out / "distil.json", {"rows": rows, "decision": decision, "machine": machine})
+    write_json_atomic(args.out / "distil.json", {"rows": rows, "decisions": decisions, "machine": machine})
     write_text_atomic(args.out / "distil.md",
                       f"Compact students of {', '.join(map(str, args.teachers))} against same-seed baselines "
-                      f"({machine['date']}, {describe(machine)}).\n\n" + markdown(rows, args.seeds, decision, training))
-    console.print(f"qualifies: {decision['qualifies']} -> {args.out / 'distil.md'}", highlight=False)
+                      f"({machine['date']}, {describe(machine)}).\n\n" + markdown(rows, args.seeds, decisions, training))
+    console.print(", ".join(f"{arm} qualifies: {d['qualifies']}" for arm, d in decisions.items())
+                  + f" -> {args.out / 'distil.md'}", highlight=False)
     return 0
 
 
