@@ -22,12 +22,11 @@ import numpy as np
 from edgecxr.benchmarks.bench_report import markdown_table
 from edgecxr.edge_runtime.console import console
 
-from .ensemble_study import mean_logit
+from edgecxr.train.distillation import mean_logit
 
 # arm -> label smoothing (the teachers' targets are soft). "consistent" is the addendum's S2: it
 # trains on fixed augmented views, each with the teachers' answer on that same view.
 ARMS = {"baseline": 0.1, "student": 0.0, "consistent": 0.0}
-VIEW_BATCH = 256  # films per augmentation and teacher batch: bounds the 224x224x3 teacher inputs in memory
 AUC_MARGIN = 0.001  # rule 1
 ACCURACY_MARGIN = 0.010  # rule 1
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
@@ -59,39 +58,14 @@ def teacher_targets(teacher_runs: list[Path], train_paths: list[str], train_labe
 
 def consistent_views(teacher_runs: list[Path], samples, student_spec, views: int, seed: int):
     """`views` augmented copies of each training film, drawn before any preprocessing, as the
-    student's uint8 inputs, with the teachers' mean-logit probability on each same copy."""
-    import tensorflow as tf
-    from PIL import Image
-
-    from edgecxr.edge_runtime.batching import predict_in_batches
-    from edgecxr.edge_runtime.console import progress_bar
-    from edgecxr.edge_runtime.preprocessing import PreprocessSpec, scale_pixels, to_pixels
+    student's uint8 inputs, with the teachers' mean-logit probability on each same copy. The study
+    first had its own copy of this; it now lives in the product (`edgecxr train --teacher`)."""
     from edgecxr.edge_runtime.run_folder import RunFolder
-    from edgecxr.train.augment import AugmentConfig, augment_batch
+    from edgecxr.train.distillation import Teacher, teacher_views
     from edgecxr.train.keras_backend import open_any_model
-    from edgecxr.train.pixel_cache import load_pixels
 
-    teachers = [open_any_model(RunFolder.open(path).model_path) for path in teacher_runs]
-    raw_spec = PreprocessSpec(height=224, width=224, channels=1, equalize="none", scale=1.0, offset=0.0)
-    raw = load_pixels(samples, raw_spec, "the training films, unprocessed").pixels
-    inputs, targets = [], []
-    with progress_bar() as progress:
-        task = progress.add_task("views and the teachers' answers", total=views * len(raw))
-        for view in range(views):
-            for start in range(0, len(raw), VIEW_BATCH):
-                stream = tf.constant([seed, view * 1_000_000 + start], dtype=tf.int64)
-                warped = augment_batch(tf.constant(raw[start:start + VIEW_BATCH], tf.float32), stream, AugmentConfig())
-                films = [Image.fromarray(image[:, :, 0]) for image in np.rint(warped.numpy()).astype(np.uint8)]
-                probs = []
-                for teacher in teachers:
-                    spec = teacher.metadata.preprocessing
-                    pixels = np.stack([to_pixels(film, spec) for film in films])
-                    probs.append(predict_in_batches(teacher.predict_proba, pixels,
-                                                    prepare=lambda b, s=spec: scale_pixels(b.astype(np.float32), s)))
-                inputs.append(np.stack([to_pixels(film, student_spec) for film in films]))
-                targets.append(mean_logit(probs))
-                progress.advance(task, len(films))
-    return np.concatenate(inputs), np.concatenate(targets).astype(np.float32)
+    teachers = [Teacher(Path(path), open_any_model(RunFolder.open(path).model_path)) for path in teacher_runs]
+    return teacher_views(teachers, samples, student_spec, views, seed)
 
 
 def train_arm(splits, spec, config, pixels: np.ndarray, targets: np.ndarray, labels: np.ndarray,

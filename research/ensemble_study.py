@@ -20,6 +20,8 @@ import numpy as np
 from edgecxr.benchmarks.bench_report import markdown_table
 from edgecxr.edge_runtime.console import console
 
+from edgecxr.train.distillation import mean_logit
+
 from .shift_stress import STRESSES, stressed_pixels
 
 TARGET_SENSITIVITY = 0.95  # training's threshold rule
@@ -27,17 +29,6 @@ AUC_MARGIN = 0.001  # rule 1
 ACCURACY_MARGIN = 0.010  # rule 1
 MAX_TOTAL_MB = 8.0  # rule 3
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
-
-
-def logits(probs) -> np.ndarray:
-    # int8 outputs reach exactly 0 and 1; the clip keeps a saturated member from deciding alone.
-    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def mean_logit(member_probs: list) -> np.ndarray:
-    """The ensemble's probability: the members' mean log-odds, turned back into a probability."""
-    return 1.0 / (1.0 + np.exp(-np.mean([logits(p) for p in member_probs], axis=0)))
 
 
 def same_split(runs) -> None:

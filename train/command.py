@@ -96,6 +96,12 @@ def train(
     augment_passes: int = typer.Option(3, min=1, help="ImageNet backbones: augmented passes of train/ whose "
                                        "frozen-backbone activations are cached; epochs cycle through them.",
                                        rich_help_panel=MODEL),
+    teacher: Optional[list[Path]] = typer.Option(
+        None, "--teacher", help="Compact net: learn the mean answer of these run folders' models (repeat the "
+        "option for each; trained on the same split) on warped views of each film, instead of the labels. "
+        "Label smoothing and augmentation are then unused.", rich_help_panel=MODEL),
+    teacher_views: int = typer.Option(4, min=1, help="--teacher: warped views of each film (each epoch sees "
+                                      "them all).", rich_help_panel=MODEL),
     epochs: int = typer.Option(8, min=1, help="Maximum epochs (early stopping on validation loss).",
                                rich_help_panel=TRAINING),
     batch_size: int = typer.Option(32, min=1, help="Per replica (--distribute: the global batch and the "
@@ -156,6 +162,7 @@ def train(
         crop=crop, augment=augmentation, overwrite=overwrite, resume=resume, weights=weights,
         strategy=strategy.value, distribute=distribute.value,
         fine_tune_from=fine_tune_from, head_epochs=head_epochs, augment_passes=augment_passes,
+        teachers=[str(path) for path in teacher or []], teacher_views=teacher_views,
     )
     run_training(config)
 

@@ -35,6 +35,10 @@ class TrainConfig:
     head_epochs: int = 5
     fine_tune_lr_factor: float = 0.1
     augment_passes: int = 3
+    # Compact net only (see distillation.py): targets from these runs' models instead of the labels,
+    # on this many warped views of each film; label smoothing and augmentation are then not used.
+    teachers: list[str] = field(default_factory=list)
+    teacher_views: int = 4
     # none, mirrored (one machine's devices) or multi-worker (TF_CONFIG); see distribution.py
     distribute: str = "none"
     overwrite: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,53 @@ def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarra
                               prepare=lambda batch: scale_pixels(batch.astype(np.float32), spec))
 
 
+def check_distillation_options(config: TrainConfig, model_spec) -> None:
+    if not config.teachers:
+        return
+    if model_spec.transfer:
+        raise EdgecxrError(f"--teacher trains the compact net only, not --arch {config.arch}")
+    if config.distribute != "none":
+        raise EdgecxrError("--teacher does not run with --distribute: every worker would score the teachers")
+
+
+def fit_distilled(model, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> tuple[dict, dict]:
+    """The compact net on the teachers' answers to warped views of each film (distillation.py)."""
+    from edgecxr.edge_runtime.console import progress_bar
+    from edgecxr.edge_runtime.folders import LabelledImage
+
+    from .augment import NO_AUGMENTATION
+    from .distillation import describe, open_teachers, teacher_views
+    from .fitting import image_weights
+    from .inputs import train_dataset, validation_dataset
+    from .pixel_cache import PixelSet
+
+    teachers = open_teachers(config.teachers, splits.val.paths)
+    samples = [LabelledImage(Path(p), int(label)) for p, label in zip(splits.train.paths, splits.train.labels)]
+    with progress_bar() as progress:
+        task = progress.add_task(f"{len(teachers)} teacher(s) on {config.teacher_views} views of each film",
+                                 total=config.teacher_views * len(samples))
+        pixels, targets = teacher_views(teachers, samples, spec, config.teacher_views, config.seed,
+                                        lambda n: progress.advance(task, n))
+    labels = np.tile(splits.train.labels, config.teacher_views)  # class weights still count true classes
+    steps = batches_per_epoch(len(targets), config.batch_size)
+    compile_classifier(model, config.learning_rate, config.epochs * steps, label_smoothing=0.0)
+    views = PixelSet(pixels, targets, [""] * len(targets))
+    train_ds = train_dataset(views, spec, replace(config, augment=NO_AUGMENTATION), config.batch_size, config.seed,
+                             image_weights(labels, config.class_weights))
+    history = model.fit(train_ds, validation_data=validation_dataset(splits.val, spec), epochs=config.epochs,
+                        verbose=0, callbacks=fit_callbacks(config.epochs, steps, config.patience),
+                        shuffle=False).history
+    return history, describe(teachers, config.teacher_views)
+
+
 def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> dict:
     """Train `model` in place; returns the facts the run records (history, time, best epoch)."""
     started = time.perf_counter()
-    transfer_details = None
+    transfer_details = distillation = None
     if model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
         history, transfer_details = fit_transfer(model, splits, spec, config)
+    elif config.teachers:
+        history, distillation = fit_distilled(model, splits, spec, config)
     else:
         steps = batches_per_epoch(len(splits.train.labels), config.batch_size)
         compile_classifier(model, config.learning_rate, config.epochs * steps, config.label_smoothing)
@@ -57,7 +99,7 @@ def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainCo
     best_epoch = (transfer_details["best_epoch"] if transfer_details
                   else best_epoch_index(history["val_loss"], config.epochs) + 1)
     return {"history": history, "train_seconds": train_seconds, "best_epoch": best_epoch,
-            "transfer": transfer_details}
+            "transfer": transfer_details, **({"distillation": distillation} if distillation else {})}
 
 
 def resume_key(config: TrainConfig) -> dict:
@@ -95,6 +137,7 @@ def train(config: TrainConfig) -> Path:
     role = distribution.role(config.distribute)
     # Before any worker starts: a bad option must stop them all, not leave the others waiting.
     check_transfer_options(config, get_model_spec(config.arch).transfer)
+    check_distillation_options(config, get_model_spec(config.arch))
     if not role.chief and config.resume:
         console.print("--resume: nothing to do on a worker that is not the chief", highlight=False)
         return config.out
@@ -155,6 +198,7 @@ def train(config: TrainConfig) -> Path:
                 "versions": package_versions(),
                 **({"transfer": transfer_details} if transfer_details else {}),
                 **({"distribution": facts["distribution"]} if facts.get("distribution") else {}),
+                **({"distillation": facts["distillation"]} if facts.get("distillation") else {}),
             },
         )
         write_metadata(model_path, metadata)

@@ -1,27 +1,16 @@
-"""The ensemble and distillation studies: the mean logit, the members' shared split, and each
-pre-registered rule applied as written (every check able to fail on its own)."""
+"""The ensemble and distillation studies: the members' shared split, and each pre-registered rule
+applied as written (every check able to fail on its own). The mean logit and the teachers' views
+are the product's (tests/test_distillation.py)."""
 
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from research.distil_study import decide as decide_distil
 from research.distil_study import run_name
 from research.ensemble_study import decide as decide_ensemble
-from research.ensemble_study import mean_logit, same_split
-
-
-def test_mean_logit_is_the_mean_of_the_log_odds():
-    # log-odds of 0.9 and 0.1 cancel; of 0.8 (log 4) and 0.5 (0): mean log 2 -> 2/3.
-    np.testing.assert_allclose(mean_logit([[0.9, 0.8], [0.1, 0.5]]), [0.5, 2 / 3])
-
-
-def test_a_saturated_member_does_not_decide_alone():
-    # An int8 output of exactly 0 is clipped to 1e-6 (log-odds -13.8), so a sure second member
-    # (log-odds 13.8) still pulls the mean back to 0.5 instead of being outvoted by -inf.
-    np.testing.assert_allclose(mean_logit([[0.0], [1 - 1e-6]]), [0.5], atol=1e-9)
+from research.ensemble_study import same_split
 
 
 def _members(auc=(0.990, 0.998), accuracy=(0.95, 0.96), ensemble=(0.998, 0.96)):
@@ -82,30 +71,3 @@ def test_the_distillation_rule_passes_and_each_check_can_fail():
     assert not decide_distil(_distil_rows(student_stress=(0.981, 0.981, 0.90)), seeds)["qualifies"]
     assert not decide_distil(_distil_rows(verified=(True, False, True)), seeds)["qualifies"]  # 3
 
-
-def test_consistent_views_repeat_by_seed_and_teach_on_the_same_view(tiny_run):
-    """Each view is drawn before preprocessing, repeatably; its target is the teacher's answer on
-    that very view, so a teacher that is also the student's preprocessing sees what the student sees."""
-    from edgecxr.edge_runtime.batching import predict_in_batches
-    from edgecxr.edge_runtime.preprocessing import scale_pixels
-    from edgecxr.edge_runtime.run_folder import RunFolder
-    from edgecxr.train.keras_backend import open_any_model
-    from research.distil_study import consistent_views
-
-    run = RunFolder.open(tiny_run)
-    spec = run.metadata.preprocessing
-    samples = run.split("train")[:6]
-    pixels, targets = consistent_views([tiny_run], samples, spec, views=2, seed=7)
-    assert pixels.shape == (12, *spec.input_shape) and pixels.dtype == np.uint8 and targets.shape == (12,)
-    again, _ = consistent_views([tiny_run], samples, spec, views=2, seed=7)
-    np.testing.assert_array_equal(pixels, again)
-    assert not np.array_equal(pixels[:6], pixels[6:])  # the two views of a film differ
-    other, _ = consistent_views([tiny_run], samples, spec, views=2, seed=8)
-    assert not np.array_equal(pixels, other)
-    # One teacher: the mean logit is its own probability, on the student's own input of that view.
-    model = open_any_model(run.model_path)
-    direct = predict_in_batches(model.predict_proba, pixels,
-                                prepare=lambda b: scale_pixels(b.astype(np.float32), spec))
-    # Tolerance: the study scored batches of 6, this call one of 12; float32 kernels may round the
-    # last bits differently by batch shape (about 1e-7 here), far below a view-to-view difference.
-    np.testing.assert_allclose(targets, np.clip(direct, 1e-6, 1 - 1e-6), rtol=1e-5, atol=1e-6)
