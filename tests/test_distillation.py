@@ -77,6 +77,16 @@ def test_a_teacher_validated_on_other_patients_is_refused(tiny_kaggle, tiny_run,
     assert not (tmp_path / "student").exists()
 
 
+def test_a_missing_teacher_fails_before_anything_is_decoded(tmp_path):
+    from edgecxr.train.hparams import TrainConfig
+    from edgecxr.train.trainer import train
+
+    # The data folder does not exist either: the teacher's path must be what fails first.
+    config = TrainConfig(data=tmp_path / "no_data", out=tmp_path / "student", teachers=[str(tmp_path / "nope")])
+    with pytest.raises(EdgecxrError, match="run folder not found"):
+        train(config)
+
+
 def test_cli_refuses_a_teacher_for_a_backbone(tiny_kaggle, tiny_run, tmp_path):
     result = subprocess.run([*python_module("edgecxr.cli"), "train", "--data", str(tiny_kaggle), "--arch",
                              "efficientnet_lite0", "--teacher", str(tiny_run), "--out", str(tmp_path / "s")],

@@ -47,6 +47,8 @@ def check_distillation_options(config: TrainConfig, model_spec) -> None:
         raise EdgecxrError(f"--teacher trains the compact net only, not --arch {config.arch}")
     if config.distribute != "none":
         raise EdgecxrError("--teacher does not run with --distribute: every worker would score the teachers")
+    for teacher in config.teachers:  # before train/ is decoded: a mistyped path fails at once
+        run_folder.require_run_folder(Path(teacher))
 
 
 def fit_distilled(model, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> tuple[dict, dict]:
