@@ -21,6 +21,7 @@ import numpy as np
 
 from edgecxr.edge_runtime.batching import batch_size_for, memory_budget_bytes
 from edgecxr.edge_runtime.errors import EdgecxrError
+from edgecxr.edge_runtime.metrics import log_odds
 
 MODES = ("off", "logit", "layers")
 
@@ -46,11 +47,6 @@ class LogitGap:
                 "unsaturated_calibration_images": self.n_images}
 
 
-def logits(probs) -> np.ndarray:
-    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def logit_gap(reference_probs, artifact_probs) -> LogitGap:
     reference = np.asarray(reference_probs, dtype=np.float64).reshape(-1)
     artifact = np.asarray(artifact_probs, dtype=np.float64).reshape(-1)
@@ -59,7 +55,7 @@ def logit_gap(reference_probs, artifact_probs) -> LogitGap:
     count = int(usable.sum())
     if count < MIN_IMAGES:
         return LogitGap(None, count)
-    return LogitGap(float(np.mean(logits(artifact[usable]) - logits(reference[usable]))), count)
+    return LogitGap(float(np.mean(log_odds(artifact[usable]) - log_odds(reference[usable]))), count)
 
 
 def sigmoid_head(model):

@@ -7,6 +7,15 @@ import numpy as np
 # NumPy 1 (what tflite-runtime on a Pi needs) has only np.trapz; NumPy 2 has only np.trapezoid.
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
+# An int8 output of exactly 0 or 1 would have an infinite log-odds; 1e-6 is far below one int8 step.
+PROBABILITY_CLIP = 1e-6
+
+
+def log_odds(probabilities) -> np.ndarray:
+    """log(p / (1 - p)) of a flat float64 copy, probabilities clipped away from 0 and 1."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    return np.log(p / (1 - p))
+
 
 def confusion_matrix(y_true, y_pred) -> list[list[int]]:
     """[[tn, fp], [fn, tp]]."""

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edgecxr.convert.bias_correction import (MIN_IMAGES, convolution_input_means, layer_corrected_copy, logit_gap,
-                                            logit_shifted_copy, logits, rounded_per_channel)
+                                            logit_shifted_copy, rounded_per_channel)
 from edgecxr.convert.calibration import calibration_set, verification_set
 from edgecxr.convert.exporter import ConvertOptions, convert_run
+from edgecxr.edge_runtime.metrics import log_odds as logits
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.errors import EdgecxrError

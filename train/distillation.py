@@ -18,22 +18,17 @@ import numpy as np
 
 from edgecxr.edge_runtime.errors import EdgecxrError
 from edgecxr.edge_runtime.folders import LabelledImage
+from edgecxr.edge_runtime.metrics import log_odds
 from edgecxr.edge_runtime.preprocessing import PreprocessSpec
 
 VIEW_BATCH = 256  # films warped and scored at once: bounds a 224x224x3 teacher's inputs in memory
 # Films are decoded at this size before warping, the size the Kaggle set is stored at: the teachers'
 # and the student's own resizes then start from the same picture.
 VIEW_SIZE = 224
-PROBABILITY_CLIP = 1e-6  # a saturated int8-like output of exactly 0 or 1 would have an infinite logit
-
-
 def mean_logit(member_probs) -> np.ndarray:
     """The members' mean log-odds, turned back into a probability."""
-    logits = []
-    for probs in member_probs:
-        p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
-        logits.append(np.log(p / (1 - p)))
-    return 1.0 / (1.0 + np.exp(-np.mean(logits, axis=0)))
+    mean = np.mean([log_odds(probs) for probs in member_probs], axis=0)
+    return 1.0 / (1.0 + np.exp(-mean))
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ def teacher_views(teachers: list[Teacher], samples: list[LabelledImage], student
         raise EdgecxrError("--teacher-views must be at least 1")
     raw_spec = PreprocessSpec(height=VIEW_SIZE, width=VIEW_SIZE, channels=1, equalize="none", scale=1.0, offset=0.0)
     raw = load_pixels(samples, raw_spec, "decoding the training films for the teachers").pixels
-    inputs, targets = [], []
+    inputs, targets = None, []  # inputs filled in place: a Lite0 student's are 4 x 0.6 GB, not to be copied
     for view in range(views):
         for start in range(0, len(raw), VIEW_BATCH):
             # One stateless stream per (run seed, view, batch): the same command draws the same views.
@@ -96,11 +91,15 @@ def teacher_views(teachers: list[Teacher], samples: list[LabelledImage], student
                 answers.append(predict_in_batches(
                     teacher.model.predict_proba, pixels,
                     prepare=lambda batch, spec=teacher.spec: scale_pixels(batch.astype(np.float32), spec)))
-            inputs.append(np.stack([to_pixels(film, student_spec) for film in films]))
+            student = np.stack([to_pixels(film, student_spec) for film in films])
+            if inputs is None:
+                inputs = np.empty((views * len(raw), *student.shape[1:]), dtype=student.dtype)
+            first = view * len(raw) + start
+            inputs[first:first + len(student)] = student
             targets.append(mean_logit(answers))
             if progress is not None:
                 progress(len(films))
-    return np.concatenate(inputs), np.concatenate(targets).astype(np.float32)
+    return inputs, np.concatenate(targets).astype(np.float32)
 
 
 def describe(teachers: list[Teacher], views: int) -> dict:
