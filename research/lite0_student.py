@@ -8,6 +8,10 @@ The runs are the baseline B, the candidate L and the compact student S2, in that
 the ensemble study's measurements (`research.ensemble_study.study`: every member on the same
 films); the rule reads only validation, the stresses, verification, size and the training cost.
 `test/` is reported beside the decision, never read by it.
+
+The candidate failed the rule (rule 1, validation AUC 0.9975 against 0.9977), so `--teacher` for a
+backbone was removed from `train` again; it last lived at commit 77aec05 (`git show
+77aec05:train/trainer.py`), which trains `runs/lite0_student` with the rule's command.
 """
 
 from __future__ import annotations
@@ -62,16 +66,14 @@ def verified(run: Path, artifact: str) -> bool:
 
 def markdown(result: dict) -> str:
     names = list(result["members"])
-    rows = [{"run": name,
-             "val int8 AUC": round(result["validation"]["int8"][name]["roc_auc"], 4),
-             "val int8 acc": round(result["validation"]["int8"][name]["accuracy"], 4),
-             "stress mean (Keras)": round(result["stress_means"][name], 4),
-             "int8 MB": round(result["sizes_mb"][name], 2),
-             "p50 ms (1 thread)": round(result["latency_ms_p50_1thread"][name], 2),
-             **{f"test/ int8 {k}": round(result["test"]["int8"][name][k], 4) for k in RECORD}}
-            for name in names]
+    headers = ["run", "val int8 AUC", "val int8 acc", "stress mean (Keras)", "int8 MB", "p50 ms (1 thread)",
+               *(f"test/ int8 {k}" for k in RECORD)]
+    rows = [[name, f"{result['validation']['int8'][name]['roc_auc']:.4f}",
+             f"{result['validation']['int8'][name]['accuracy']:.4f}", f"{result['stress_means'][name]:.4f}",
+             f"{result['sizes_mb'][name]:.2f}", f"{result['latency_ms_p50_1thread'][name]:.2f}",
+             *(f"{result['test']['int8'][name][k]:.4f}" for k in RECORD)] for name in names]
     decision = result["lite0_student_decision"]
-    lines = [markdown_table(rows), "", "## Decision (research/lite0_student_rule.md)", ""]
+    lines = [*markdown_table(headers, rows), "", "## Decision (research/lite0_student_rule.md)", ""]
     lines += [f"- {check}: {'pass' if ok else 'FAIL'}" for check, ok in decision["checks"].items()]
     lines += [f"- **qualifies: {decision['qualifies']}**", "",
               f"Training (candidate): {result['train_seconds']:.0f} s wall, peak RSS {result['train_gb']:.2f} GB.",
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(train_seconds=train_seconds, train_gb=train_gb, machine=machine,
                   command="python -m research.lite0_student " + " ".join(argv or __import__("sys").argv[1:]))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "lite0_student.json", result)
+    write_json_atomic(args.out / "lite0_student.json", result)  # before the page: a page error loses no run
     write_text_atomic(args.out / "lite0_student.md",
                       f"Lite0 student against {baseline} and {compact_student} ({machine['date']}, {describe(machine)}).\n"
                       f"Command: `{result['command']}`.\n\n" + markdown(result))

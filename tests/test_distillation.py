@@ -87,30 +87,11 @@ def test_a_missing_teacher_fails_before_anything_is_decoded(tmp_path):
         train(config)
 
 
-@pytest.mark.slow
-def test_a_backbone_student_trains_on_the_views_by_its_own_strategy(tiny_kaggle, tiny_run, tmp_path):
-    """Lite0 as the student: the views replace its augmentation passes, its two phases still run, and
-    the run records both the teachers and the strategy (research/lite0_student_rule.md)."""
-    from edgecxr.train.hparams import TrainConfig
-    from edgecxr.train.trainer import train
-
-    config = TrainConfig(data=tiny_kaggle, out=tmp_path / "student", arch="efficientnet_lite0", weights="none",
-                         image_size=64, strategy="fine-tune", head_epochs=1, epochs=1, augment_passes=3,
-                         batch_size=16, val_fraction=0.25, seed=1, teachers=[str(tiny_run)], teacher_views=2)
-    student = read_metadata(train(config) / "model.keras")
-    assert student.arch == "efficientnet_lite0"
-    assert student.details["distillation"]["views"] == 2
-    assert student.details["distillation"]["teachers"][0]["arch"] == "compact"
-    transfer = student.details["transfer"]
-    assert transfer["strategy"] == "fine-tune" and transfer["augment_passes"] == 2  # one pass per view, not the 3 asked for
-    assert student.details["training"]["epochs_run"] == 2  # one head epoch, then one of fine-tuning
-
-
-def test_cli_refuses_a_teacher_with_distribute(tiny_kaggle, tiny_run, tmp_path):
-    result = subprocess.run([*python_module("edgecxr.cli"), "train", "--data", str(tiny_kaggle), "--distribute",
-                             "mirrored", "--teacher", str(tiny_run), "--out", str(tmp_path / "s")],
+def test_cli_refuses_a_teacher_for_a_backbone(tiny_kaggle, tiny_run, tmp_path):
+    result = subprocess.run([*python_module("edgecxr.cli"), "train", "--data", str(tiny_kaggle), "--arch",
+                             "efficientnet_lite0", "--teacher", str(tiny_run), "--out", str(tmp_path / "s")],
                             capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert result.returncode != 0
-    assert "--teacher does not run with --distribute" in result.stderr + result.stdout
+    assert "--teacher trains the compact net only" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "s").exists()

@@ -43,16 +43,16 @@ def predict_pixels(model, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarra
 def check_distillation_options(config: TrainConfig, model_spec) -> None:
     if not config.teachers:
         return
+    if model_spec.transfer:
+        raise EdgecxrError(f"--teacher trains the compact net only, not --arch {config.arch}")
     if config.distribute != "none":
         raise EdgecxrError("--teacher does not run with --distribute: every worker would score the teachers")
     for teacher in config.teachers:  # before train/ is decoded: a mistyped path fails at once
         run_folder.require_run_folder(Path(teacher))
 
 
-def fit_distilled(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainConfig):
-    """`model` on the teachers' answers to warped views of each film (distillation.py): the views
-    take the place of augmentation, and a backbone trains on them by its own strategy. Returns
-    (history, transfer details or None, what the metadata records about the teachers)."""
+def fit_distilled(model, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> tuple[dict, dict]:
+    """The compact net on the teachers' answers to warped views of each film (distillation.py)."""
     from edgecxr.edge_runtime.console import progress_bar
     from edgecxr.edge_runtime.folders import LabelledImage
 
@@ -69,34 +69,26 @@ def fit_distilled(model, model_spec, splits: Splits, spec: PreprocessSpec, confi
                                  total=config.teacher_views * len(samples))
         pixels, targets = teacher_views(teachers, samples, spec, config.teacher_views, config.seed,
                                         lambda n: progress.advance(task, n))
-    on_views = replace(config, augment=NO_AUGMENTATION, label_smoothing=0.0)
-    if model_spec.transfer:  # each view is one of the backbone's passes, taken an epoch at a time
-        n = len(splits.train.labels)
-        passes = [PixelSet(pixels[v * n:(v + 1) * n], targets[v * n:(v + 1) * n], splits.train.paths)
-                  for v in range(config.teacher_views)]
-        history, details = fit_transfer(model, splits, spec, on_views, views=passes,
-                                        weight_labels=splits.train.labels)
-        return history, details, describe(teachers, config.teacher_views)
-    # The compact net sees every view in every epoch; class weights still count the true classes.
-    weights = image_weights(np.tile(splits.train.labels, config.teacher_views), config.class_weights)
+    labels = np.tile(splits.train.labels, config.teacher_views)  # class weights still count true classes
     steps = batches_per_epoch(len(targets), config.batch_size)
     compile_classifier(model, config.learning_rate, config.epochs * steps, label_smoothing=0.0)
-    train_ds = train_dataset(PixelSet(pixels, targets, [""] * len(targets)), spec, on_views, config.batch_size,
-                             config.seed, weights)
+    views = PixelSet(pixels, targets, [""] * len(targets))
+    train_ds = train_dataset(views, spec, replace(config, augment=NO_AUGMENTATION), config.batch_size, config.seed,
+                             image_weights(labels, config.class_weights))
     history = model.fit(train_ds, validation_data=validation_dataset(splits.val, spec), epochs=config.epochs,
                         verbose=0, callbacks=fit_callbacks(config.epochs, steps, config.patience),
                         shuffle=False).history
-    return history, None, describe(teachers, config.teacher_views)
+    return history, describe(teachers, config.teacher_views)
 
 
 def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> dict:
     """Train `model` in place; returns the facts the run records (history, time, best epoch)."""
     started = time.perf_counter()
     transfer_details = distillation = None
-    if config.teachers:
-        history, transfer_details, distillation = fit_distilled(model, model_spec, splits, spec, config)
-    elif model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
+    if model_spec.transfer:  # ImageNet backbones: strategies in transfer_training.py
         history, transfer_details = fit_transfer(model, splits, spec, config)
+    elif config.teachers:
+        history, distillation = fit_distilled(model, splits, spec, config)
     else:
         steps = batches_per_epoch(len(splits.train.labels), config.batch_size)
         compile_classifier(model, config.learning_rate, config.epochs * steps, config.label_smoothing)

@@ -143,27 +143,25 @@ def cut_activations(bottom, pixels: np.ndarray, spec: PreprocessSpec, augment: A
     return np.concatenate(outputs)
 
 
-def pass_batches(passes: list[np.ndarray], labels, sample_weights: np.ndarray, batch_size: int, seed: int):
+def pass_batches(passes: list[np.ndarray], labels: np.ndarray, sample_weights: np.ndarray, batch_size: int,
+                 seed: int):
     """An endless tf.data stream of (features, label, weight) batches, one epoch after another.
 
-    Epoch e is a fresh shuffle of pass e mod len(passes). `labels`: one array for every pass, or a
-    list with each pass's own (a teacher's answers on each view). Fit it with steps_per_epoch =
-    batches per epoch, so Keras' epochs line up with the stream's.
+    Epoch e is a fresh shuffle of pass e mod len(passes). Fit it with steps_per_epoch = batches per
+    epoch, so Keras' epochs line up with the stream's.
     """
     import tensorflow as tf
 
-    pass_labels = list(labels) if isinstance(labels, (list, tuple)) else [labels] * len(passes)
-    steps = batches_per_epoch(len(sample_weights), batch_size)
+    steps = batches_per_epoch(len(labels), batch_size)
 
     def stream():
         rng = np.random.default_rng(seed)
         epoch = 0
         while True:
-            turn = epoch % len(passes)
-            order, features, targets = rng.permutation(len(sample_weights)), passes[turn], pass_labels[turn]
+            order, features = rng.permutation(len(labels)), passes[epoch % len(passes)]
             for index in range(steps):
                 rows = np.sort(order[index * batch_size:(index + 1) * batch_size])
-                yield features[rows], targets[rows, None].astype(np.float32), sample_weights[rows]
+                yield features[rows], labels[rows, None].astype(np.float32), sample_weights[rows]
             epoch += 1
 
     signature = (tf.TensorSpec((None, *passes[0].shape[1:]), tf.float32), tf.TensorSpec((None, 1), tf.float32),
@@ -193,33 +191,22 @@ def _fit_phase(top, data, steps: int, validation, epochs: int, learning_rate: fl
     return {k: [float(v) for v in values] for k, values in history.items()}
 
 
-def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig, views: list | None = None,
-                 weight_labels: np.ndarray | None = None) -> tuple[dict, dict]:
-    """Train `model` in place with config.strategy. Returns (history, details for the metadata).
-
-    `views`: ready-made passes (PixelSets of splits.train's films in order, each with its own soft
-    targets: a teacher's answers on that view) taken in turn instead of augmenting splits.train;
-    `weight_labels`: the films' true classes, for the class weights."""
+def fit_transfer(model, splits, spec: PreprocessSpec, config: TrainConfig) -> tuple[dict, dict]:
+    """Train `model` in place with config.strategy. Returns (history, details for the metadata)."""
     cut = find_cut(model, config.strategy, config.fine_tune_from)
-    augment = config.augment if config.augment.enabled and views is None else None
-    passes_wanted = len(views) if views else config.augment_passes if augment is not None else 1
+    augment = config.augment if config.augment.enabled else None
+    passes_wanted = config.augment_passes if augment is not None else 1
     started = time.perf_counter()
-    if views:
-        passes = [cut_activations(cut.bottom, view.pixels, spec, description=f"backbone features, view {p + 1}/"
-                                  f"{passes_wanted}") for p, view in enumerate(views)]
-        targets = [view.labels for view in views]
-    else:
-        passes = [cut_activations(cut.bottom, splits.train.pixels, spec, augment, (config.seed, p),
-                                  f"backbone features, pass {p + 1}/{passes_wanted}") for p in range(passes_wanted)]
-        targets = [splits.train.labels] * passes_wanted
+    passes = [cut_activations(cut.bottom, splits.train.pixels, spec, augment, (config.seed, p),
+                              f"backbone features, pass {p + 1}/{passes_wanted}") for p in range(passes_wanted)]
     val_features = cut_activations(cut.bottom, splits.val.pixels, spec, description="backbone features, validation")
     feature_seconds = time.perf_counter() - started
     console.print(f"cached activations at {cut.layer} {tuple(passes[0].shape[1:])} for {passes_wanted} pass(es) "
                   f"in {feature_seconds:.0f}s", highlight=False)
 
-    labels = splits.train.labels if weight_labels is None else weight_labels
+    labels = splits.train.labels
     weights = image_weights(labels, config.class_weights)
-    data = pass_batches(passes, targets, weights, config.batch_size, config.seed)
+    data = pass_batches(passes, labels, weights, config.batch_size, config.seed)
     steps = batches_per_epoch(len(labels), config.batch_size)
     validation = (val_features, splits.val.labels[:, None].astype(np.float32))
     head_parameters = _set_trainable(cut.top, head_only=True)

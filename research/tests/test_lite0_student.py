@@ -37,3 +37,18 @@ def test_training_cost_is_read_from_time_v():
     assert 0.2 <= gb < 1.0  # the 200 MB the child touched, plus the interpreter
     with pytest.raises(ValueError):
         time_v("no timing here")
+
+
+def test_the_page_shows_every_run_and_the_decision():
+    from research.lite0_student import markdown
+
+    metrics = {"roc_auc": 0.99, "accuracy": 0.95, "sensitivity": 0.97, "specificity": 0.8}
+    names = ["B", "L", "S2"]
+    result = {"members": {n: n for n in names}, "validation": {"int8": {n: metrics for n in names}},
+              "stress_means": STRESS, "sizes_mb": {n: 1.0 for n in names},
+              "latency_ms_p50_1thread": {n: 1.0 for n in names}, "test": {"int8": {n: metrics for n in names}},
+              "lite0_student_decision": decide(VALIDATION, STRESS, True, 3.9, 1500, 5.0, "B", "L", "S2"),
+              "train_seconds": 700.0, "train_gb": 5.45}
+    page = markdown(result)
+    assert all(f"| {n} | 0.9900 |" in page for n in names)
+    assert "qualifies: True" in page and "5.45 GB" in page
