@@ -78,23 +78,16 @@ def train_arm(splits, spec, config, pixels: np.ndarray, targets: np.ndarray, lab
     from edgecxr.edge_runtime.metadata import ModelMetadata, write_metadata
     from edgecxr.edge_runtime.metrics import binary_metrics, pick_threshold
     from edgecxr.edge_runtime.run_folder import MODEL_FILE, SPLIT_FILE, METRICS_FILE
-    from edgecxr.train.fitting import (batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks,
-                                       image_weights)
-    from edgecxr.train.inputs import train_dataset, validation_dataset
+    from edgecxr.train.fitting import best_epoch_index, image_weights
     from edgecxr.train.model_specs import get_model_spec
     from edgecxr.train.pixel_cache import PixelSet
-    from edgecxr.train.trainer import predict_pixels
+    from edgecxr.train.trainer import fit_on_targets, predict_pixels
 
     keras.utils.set_random_seed(seed)
     model = get_model_spec(config.arch).build(spec.input_shape, seed=seed, weights=None)
-    steps = batches_per_epoch(len(targets), config.batch_size)
-    compile_classifier(model, config.learning_rate, config.epochs * steps, label_smoothing)
     # Class weights come from the true labels: the targets only say how sure to be.
-    weights = image_weights(labels, config.class_weights)
-    part = PixelSet(pixels, targets, [""] * len(targets))
-    history = model.fit(train_dataset(part, spec, config, config.batch_size, seed, weights),
-                        validation_data=validation_dataset(splits.val, spec), epochs=config.epochs, verbose=0,
-                        callbacks=fit_callbacks(config.epochs, steps, config.patience), shuffle=False).history
+    history = fit_on_targets(model, PixelSet(pixels, targets, [""] * len(targets)), splits.val, spec, config,
+                             image_weights(labels, config.class_weights), label_smoothing, seed)
     val_probs = predict_pixels(model, splits.val.pixels, spec)
     threshold = pick_threshold(splits.val.labels, val_probs, config.target_sensitivity)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from .distributed import strategy as distribution
 from .distributed.run import fit_under_strategy, train_worker
 from .fitting import batches_per_epoch, best_epoch_index, compile_classifier, fit_callbacks
 from .hparams import TrainConfig
-from .inputs import Splits, load_splits, load_worker_splits, make_datasets
+from .inputs import Splits, load_splits, load_worker_splits, make_datasets, train_dataset, validation_dataset
 from .keras_backend import compiled_predict
 from .model_specs import get_model_spec
 from .transfer_training import check_options as check_transfer_options
@@ -59,7 +59,6 @@ def fit_distilled(model, splits: Splits, spec: PreprocessSpec, config: TrainConf
     from .augment import NO_AUGMENTATION
     from .distillation import describe, open_teachers, teacher_views
     from .fitting import image_weights
-    from .inputs import train_dataset, validation_dataset
     from .pixel_cache import PixelSet
 
     teachers = open_teachers(config.teachers, splits.val.paths)
@@ -70,15 +69,21 @@ def fit_distilled(model, splits: Splits, spec: PreprocessSpec, config: TrainConf
         pixels, targets = teacher_views(teachers, samples, spec, config.teacher_views, config.seed,
                                         lambda n: progress.advance(task, n))
     labels = np.tile(splits.train.labels, config.teacher_views)  # class weights still count true classes
-    steps = batches_per_epoch(len(targets), config.batch_size)
-    compile_classifier(model, config.learning_rate, config.epochs * steps, label_smoothing=0.0)
-    views = PixelSet(pixels, targets, [""] * len(targets))
-    train_ds = train_dataset(views, spec, replace(config, augment=NO_AUGMENTATION), config.batch_size, config.seed,
-                             image_weights(labels, config.class_weights))
-    history = model.fit(train_ds, validation_data=validation_dataset(splits.val, spec), epochs=config.epochs,
-                        verbose=0, callbacks=fit_callbacks(config.epochs, steps, config.patience),
-                        shuffle=False).history
+    history = fit_on_targets(model, PixelSet(pixels, targets, [""] * len(targets)), splits.val, spec,
+                             replace(config, augment=NO_AUGMENTATION), image_weights(labels, config.class_weights),
+                             label_smoothing=0.0, seed=config.seed)
     return history, describe(teachers, config.teacher_views)
+
+
+def fit_on_targets(model, part, val, spec: PreprocessSpec, config: TrainConfig, weights: np.ndarray,
+                   label_smoothing: float, seed: int) -> dict:
+    """The compact net fitted on `part`'s targets (labels, or teachers' answers), early-stopped on
+    `val`'s true labels; `seed` draws the batches and augmentation. Returns Keras' history."""
+    steps = batches_per_epoch(len(part.labels), config.batch_size)
+    compile_classifier(model, config.learning_rate, config.epochs * steps, label_smoothing)
+    return model.fit(train_dataset(part, spec, config, config.batch_size, seed, weights),
+                     validation_data=validation_dataset(val, spec), epochs=config.epochs, verbose=0,
+                     callbacks=fit_callbacks(config.epochs, steps, config.patience), shuffle=False).history
 
 
 def fit(model, model_spec, splits: Splits, spec: PreprocessSpec, config: TrainConfig) -> dict:
