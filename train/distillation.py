@@ -78,7 +78,7 @@ def teacher_views(teachers: list[Teacher], samples: list[LabelledImage], student
         raise EdgecxrError("--teacher-views must be at least 1")
     raw_spec = PreprocessSpec(height=VIEW_SIZE, width=VIEW_SIZE, channels=1, equalize="none", scale=1.0, offset=0.0)
     raw = load_pixels(samples, raw_spec, "decoding the training films for the teachers").pixels
-    inputs, targets = None, []  # inputs filled in place: a Lite0 student's are 4 x 0.6 GB, not to be copied
+    inputs, targets = None, []  # filled in place: concatenating would hold every view twice at the peak
     for view in range(views):
         for start in range(0, len(raw), VIEW_BATCH):
             # One stateless stream per (run seed, view, batch): the same command draws the same views.
