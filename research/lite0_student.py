@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 from edgecxr.benchmarks.bench_report import markdown_table
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         result["validation"]["int8"], result["stress_means"], verified(args.runs[1], args.artifact),
         result["sizes_mb"][candidate], train_seconds, train_gb, baseline, candidate, compact_student)
     result.update(train_seconds=train_seconds, train_gb=train_gb, machine=machine,
-                  command="python -m research.lite0_student " + " ".join(argv or __import__("sys").argv[1:]))
+                  command="python -m research.lite0_student " + " ".join(argv or sys.argv[1:]))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "lite0_student.json", result)  # before the page: a page error loses no run
     write_text_atomic(args.out / "lite0_student.md",

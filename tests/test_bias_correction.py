@@ -12,7 +12,7 @@ from edgecxr.convert.bias_correction import (MIN_IMAGES, convolution_input_means
                                             logit_shifted_copy, rounded_per_channel)
 from edgecxr.convert.calibration import calibration_set, verification_set
 from edgecxr.convert.exporter import ConvertOptions, convert_run
-from edgecxr.edge_runtime.metrics import log_odds as logits
+from edgecxr.edge_runtime.metrics import log_odds
 from edgecxr.edge_runtime.run_folder import RunFolder
 from edgecxr.edge_runtime.backends import open_backend
 from edgecxr.edge_runtime.errors import EdgecxrError
@@ -28,11 +28,11 @@ def sigmoid(z):
 
 def test_logit_gap_is_the_mean_shift_of_unsaturated_images():
     reference = sigmoid(np.linspace(-3, 3, 50))
-    gap = logit_gap(reference, sigmoid(logits(reference) - 0.2))
+    gap = logit_gap(reference, sigmoid(log_odds(reference) - 0.2))
     assert gap.mean == pytest.approx(-0.2, abs=1e-6) and gap.n_images == 50
     # Saturated images (here with a wildly different logit) are left out of the measurement.
     saturated = np.concatenate([reference, [0.9999, 0.00001]])
-    shifted = np.concatenate([sigmoid(logits(reference) - 0.2), [0.5, 0.5]])
+    shifted = np.concatenate([sigmoid(log_odds(reference) - 0.2), [0.5, 0.5]])
     assert logit_gap(saturated, shifted).mean == pytest.approx(-0.2, abs=1e-6)
     too_few = logit_gap(reference[:MIN_IMAGES - 1], reference[:MIN_IMAGES - 1])
     assert too_few.mean is None and too_few.describe()["applied"] is False
@@ -55,7 +55,7 @@ def test_shifted_copy_moves_only_the_logit_and_leaves_the_model_alone():
     images = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)
     before = np.asarray(model(images)).ravel()
     copy = logit_shifted_copy(model, 0.3)
-    assert np.allclose(logits(np.asarray(copy(images)).ravel()), logits(before) + 0.3, atol=1e-4)
+    assert np.allclose(log_odds(np.asarray(copy(images)).ravel()), log_odds(before) + 0.3, atol=1e-4)
     assert np.array_equal(np.asarray(model(images)).ravel(), before)
 
 
@@ -109,7 +109,7 @@ def compared_with_keras(artifact: Path, run: Path) -> tuple[float, float]:
     images = verification_set(RunFolder.open(run), 500, 42).inputs[:]
     reference = np.asarray(keras.models.load_model(run / "model.keras", compile=False)(images)).ravel()
     probs = open_backend(artifact).predict_proba(images)
-    return float(np.mean(logits(probs) - logits(reference))), float(np.mean((probs >= 0.5) == (reference >= 0.5)))
+    return float(np.mean(log_odds(probs) - log_odds(reference))), float(np.mean((probs >= 0.5) == (reference >= 0.5)))
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ as the product changes, and a reader who follows a dead link from the README is 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def heading_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+@cache  # many links name sections of the same few pages
 def anchors(page: Path) -> set[str]:
     return {heading_anchor(m.group(1)) for m in re.finditer(r"^#+ (.*)$", FENCED.sub("", page.read_text()), re.M)}
 

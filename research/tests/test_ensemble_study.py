@@ -70,4 +70,3 @@ def test_the_distillation_rule_passes_and_each_check_can_fail():
     # 2: two wins but a lower mean
     assert not decide_distil(_distil_rows(student_stress=(0.981, 0.981, 0.90)), seeds)["qualifies"]
     assert not decide_distil(_distil_rows(verified=(True, False, True)), seeds)["qualifies"]  # 3
-
