@@ -21,7 +21,9 @@ image, as the earlier figures were), and judged by five monitors:
 - H9+L8: L8 and the mean shift of the probability and 8 feature components (against the
   validation half, as H17), Bonferroni over the two: adopted by that rule, then replaced in the
   product by H9+L8t (its layout null from training patients); "KS17" is the shipped reference's 17
-  KS tests, which older artifacts still run.
+  KS tests, which older artifacts still run;
+- H9xL8t: H9+L8t's two p-values combined by Fisher's method, and H9 alone
+  (research/monitor_fisher_rule.md).
 
 Images the input gate refuses are left out of a batch, as `predict` leaves them out. `test/`'s
 labels are never read. Results: research/results/monitor/.
@@ -54,11 +56,19 @@ from edgecxr.edge_runtime.site_monitor import ALPHA, SHIFT, compare_with_referen
 from edgecxr.edge_runtime.two_sample_ks import ks_2samp
 from edgecxr.edge_runtime.mean_shift import PatientNull, ReferenceMoments
 
-MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8", "H9+L16", "H9+L64", "L8t", "H9+L8t")
+MONITORS = ("KS17", "KS17-patient", "H17", "L8", "H9+L8", "H9+L16", "H9+L64", "L8t", "H9+L8t", "H9", "H9xL8t")
 # research/monitor_layout_rule.md: the layout test over all 16 basis components, or the 64 grid cells.
 WIDE = {"L16": 16, "L64": None}
 # Columns of `monitored_values`: the probability, the 8 feature components, the 8 layout components.
 MODEL_COLUMNS, LAYOUT_COLUMNS = slice(0, 9), slice(9, 17)
+
+
+def fisher_p_value(p_values) -> float:
+    """Fisher's combination of two independent p-values: chi-square with 4 degrees of freedom at
+    `-2 ln P` (P their product), whose survival function is `P (1 - ln P)` in closed form."""
+    first, second = p_values
+    product = first * second
+    return float(product * (1.0 - np.log(product)))
 
 
 def monitored_values(probabilities, projections) -> np.ndarray:
@@ -120,7 +130,9 @@ class Monitors:
                     "L8": p_layout < ALPHA,
                     "H9+L8": min(p_model, p_layout) < ALPHA / 2,
                     "L8t": p_training < ALPHA,
-                    "H9+L8t": min(p_model, p_training) < ALPHA / 2}
+                    "H9+L8t": min(p_model, p_training) < ALPHA / 2,
+                    "H9": p_model < ALPHA,
+                    "H9xL8t": fisher_p_value((p_model, p_training)) < ALPHA}
         for name, (moments, null) in self.wide.items():
             p_wide = null.p_value(moments.statistic(wide_view(self.reference, name, grid)))
             verdicts[f"H9+{name}"] = min(p_model, p_wide) < ALPHA / 2
@@ -343,6 +355,24 @@ def decide_training_null(artifacts: list[dict]) -> dict:
                        "lowest_detection": min(candidate) if compact else None}}
 
 
+def decide_fisher(artifacts: list[dict]) -> dict:
+    """research/monitor_fisher_rule.md, at 100 images, over the compact int8 TFLite artifacts (six)."""
+    compact = [summary(a, 100) for a in artifacts
+               if a["artifact"].endswith("model_int8.tflite") and a.get("arch") == "compact"]
+    shipped = [s["H9+L8t"]["detections_by_patient"] for s in compact]
+    candidate = [s["H9xL8t"]["detections_by_patient"] for s in compact]
+    alarms = all(s["H9xL8t"]["false_alarms_by_patient"] <= 0.05
+                 and (s["H9xL8t"]["false_alarms_by_patient_other_mean"] or 0) <= 0.05 for s in compact)
+    better = bool(compact and np.mean(candidate) > np.mean(shipped) and min(candidate) >= min(shipped))
+    # The rule names six compact runs: fewer cannot adopt.
+    return {"adopt_H9xL8t": len(compact) >= 6 and alarms and better, "n_compact_artifacts": len(compact),
+            "false_alarms_le_5pct_everywhere": alarms, "detects_more_on_average_and_no_lower_lowest": better,
+            "H9+L8t": {"mean_detection": float(np.mean(shipped)) if compact else None,
+                       "lowest_detection": min(shipped) if compact else None},
+            "H9xL8t": {"mean_detection": float(np.mean(candidate)) if compact else None,
+                       "lowest_detection": min(candidate) if compact else None}}
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
@@ -391,6 +421,15 @@ def markdown(result: dict) -> str:
                   f"false alarms <= 5 % everywhere {'yes' if d['false_alarms_le_5pct_everywhere'] else 'no'}; "
                   f"more on average and no lower lowest "
                   f"{'yes' if d['detects_more_on_average_and_no_lower_lowest'] else 'no'}", ""]
+    elif rule == "monitor_fisher_rule":
+        d = result["decision_fisher"]
+        lines += [f"Decision of research/monitor_fisher_rule.md (at 100 images, {d['n_compact_artifacts']} "
+                  f"compact int8 TFLite): **{'adopt H9xL8t' if d['adopt_H9xL8t'] else 'H9+L8t stays'}**; "
+                  f"H9+L8t mean {_pct(d['H9+L8t']['mean_detection'])}, lowest {_pct(d['H9+L8t']['lowest_detection'])}; "
+                  f"H9xL8t mean {_pct(d['H9xL8t']['mean_detection'])}, lowest {_pct(d['H9xL8t']['lowest_detection'])}; "
+                  f"false alarms <= 5 % everywhere {'yes' if d['false_alarms_le_5pct_everywhere'] else 'no'}; "
+                  f"more on average and no lower lowest "
+                  f"{'yes' if d['detects_more_on_average_and_no_lower_lowest'] else 'no'}", ""]
     elif rule == "monitor_rule":
         d = result["decision"]
         lines += [f"Decision of research/monitor_rule.md (at 100 images, int8 TFLite): "
@@ -424,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wide", dest="wide", action="store_false",
                         help="leave out the wider layout views (H9+L16, H9+L64), the slowest monitors")
     parser.add_argument("--rule", choices=("monitor_rule", "monitor_reference_rule", "monitor_layout_rule",
-                                           "monitor_training_null_rule", "none"),
+                                           "monitor_training_null_rule", "monitor_fisher_rule", "none"),
                         default="monitor_reference_rule",
                         help="whose decision the result reports (research/<rule>.md); none: figures only")
     args = parser.parse_args(argv)
@@ -450,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         result["decision_layout"] = decide_layout(artifacts)
     elif args.rule == "monitor_training_null_rule":
         result["decision_training_null"] = decide_training_null(artifacts)
+    elif args.rule == "monitor_fisher_rule":
+        result["decision_fisher"] = decide_fisher(artifacts)
     return publish(args.out, args.name, result, markdown(result))
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecxr.edge_runtime.mean_shift import ReferenceMoments
-from research.monitor_study import (MONITORS, decide, decide_layout, decide_reference, decide_training_null,
-                                    fixed_reference_null, groups_of)
+from research.monitor_study import (MONITORS, decide, decide_fisher, decide_layout, decide_reference,
+                                    decide_training_null, fisher_p_value, fixed_reference_null, groups_of)
 
 
 def test_films_are_grouped_by_patient_from_their_names():
@@ -138,3 +138,34 @@ def test_the_fixed_reference_null_holds_out_whole_patients_and_keeps_the_stricte
     assert np.quantile(null.statistics, 0.95) > 12
     assert null.p_value(np.inf) == 1 / 301
     assert fixed_reference_null(reference, values[:10], paths[:10], seed=1) is None  # smaller than any batch
+
+
+def test_the_fisher_rule_needs_six_compact_runs_a_higher_mean_and_no_lower_lowest():
+    def six(fisher, shipped=(0.88, 0.87, 0.92, 0.91, 0.89, 0.70), **kwargs):
+        return [layout_artifact(f"runs/r{k}/export/model_int8.tflite", "compact",
+                                {"H9+L8t": shipped[k], "H9xL8t": fisher[k]}, **kwargs) for k in range(6)]
+
+    better = (0.91, 0.90, 0.94, 0.93, 0.90, 0.70)
+    assert decide_fisher(six(better))["adopt_H9xL8t"]
+    assert not decide_fisher(six((0.99, 0.99, 0.99, 0.99, 0.99, 0.69)))["adopt_H9xL8t"]  # a lower lowest
+    assert not decide_fisher(six((0.88, 0.87, 0.92, 0.91, 0.89, 0.70)))["adopt_H9xL8t"]  # no higher mean
+    assert not decide_fisher(six(better, other=0.051))["adopt_H9xL8t"]  # others' false alarms over 5 %
+    assert not decide_fisher(six(better, alarms=0.06))["adopt_H9xL8t"]  # shipped halving's over 5 %
+    assert not decide_fisher(six(better)[:5])["adopt_H9xL8t"]  # the rule names six runs
+    lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
+                            {"H9+L8t": 1.0, "H9xL8t": 0.0}, alarms=0.5)
+    assert decide_fisher(six(better) + [lite0])["adopt_H9xL8t"]  # Lite0 reported only
+
+
+def test_fishers_combined_p_value_is_uniform_for_independent_uniform_p_values():
+    # Under no shift each p-value is uniform; if the two are independent the combination must be too.
+    # 200,000 pairs: the rate below 5 % has a binomial standard error of 0.05 percentage points.
+    rng = np.random.default_rng(0)
+    pairs = rng.uniform(size=(200_000, 2))
+    combined = np.array([fisher_p_value(p) for p in pairs])
+    assert abs(np.mean(combined < 0.05) - 0.05) < 0.002
+    assert abs(np.mean(combined < 0.5) - 0.5) < 0.005
+    assert fisher_p_value((1.0, 1.0)) == 1.0
+    # One strong test alone still flags; two middling ones together flag where Bonferroni would not.
+    assert fisher_p_value((0.0005, 0.9)) < 0.05
+    assert fisher_p_value((0.03, 0.1)) < 0.05 and min(0.03, 0.1) > 0.025
