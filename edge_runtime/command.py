@@ -108,8 +108,8 @@ def predict(
             batch_size = 1 if method is not None else FOLDER_BATCH
         results = predictor.analyse_many((item.path for item in items), batch_size=batch_size,
                                          workers=workers, heatmap=method)
-        show_progress = len(items) > 1 and console.is_terminal
-        if show_progress:
+        # Off a terminal the bar becomes a plain line every 30 s (edge_runtime/console.py).
+        if len(items) > 1:
             from .console import progress_bar
 
             with progress_bar() as progress:
