@@ -27,6 +27,8 @@ from edgecxr.train.distillation import mean_logit
 # arm -> label smoothing (the teachers' targets are soft). "consistent" is the addendum's S2: it
 # trains on fixed augmented views, each with the teachers' answer on that same view.
 ARMS = {"baseline": 0.1, "student": 0.0, "consistent": 0.0}
+# research/ssl_rule.md: the default recipe (labels, smoothing 0.1) from a self-supervised trunk.
+ARMS["ssl"] = 0.1
 AUC_MARGIN = 0.001  # rule 1
 ACCURACY_MARGIN = 0.010  # rule 1
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
@@ -69,8 +71,9 @@ def consistent_views(teacher_runs: list[Path], samples, student_spec, views: int
 
 
 def train_arm(splits, spec, config, pixels: np.ndarray, targets: np.ndarray, labels: np.ndarray,
-              label_smoothing: float, seed: int, out: Path, split_file: Path) -> dict:
-    """One compact run on `targets`, written as a run folder `convert` accepts."""
+              label_smoothing: float, seed: int, out: Path, split_file: Path, initialise=None) -> dict:
+    """One compact run on `targets`, written as a run folder `convert` accepts; `initialise(model)`
+    may set weights (a pretrained trunk) before fitting."""
     import keras
 
     from edgecxr.edge_runtime.atomic import write_json_atomic
@@ -85,6 +88,8 @@ def train_arm(splits, spec, config, pixels: np.ndarray, targets: np.ndarray, lab
 
     keras.utils.set_random_seed(seed)
     model = get_model_spec(config.arch).build(spec.input_shape, seed=seed, weights=None)
+    if initialise is not None:
+        initialise(model)
     # Class weights come from the true labels: the targets only say how sure to be.
     history = fit_on_targets(model, PixelSet(pixels, targets, [""] * len(targets)), splits.val, spec, config,
                              image_weights(labels, config.class_weights), label_smoothing, seed)
@@ -179,11 +184,11 @@ def decide(rows: dict, seeds: list[int], candidate: str = "student") -> dict:
     return {"checks": checks, "qualifies": all(checks.values()), "stress_wins": int(stress_wins)}
 
 
-def trained_arms(seeds: list[int], out: Path) -> list[str]:
-    return [arm for arm in ARMS if all((out / run_name(arm, s)).is_dir() for s in seeds)]
+def trained_arms(seeds: list[int], out: Path, arms=tuple(ARMS)) -> list[str]:
+    return [arm for arm in arms if all((out / run_name(arm, s)).is_dir() for s in seeds)]
 
 
-def score_all(seeds: list[int], data: Path | None, out: Path, artifact: str) -> dict:
+def score_all(seeds: list[int], data: Path | None, out: Path, artifact: str, arms=tuple(ARMS)) -> dict:
     from edgecxr.edge_runtime.batching import predict_in_batches
     from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.preprocessing import scale_pixels
@@ -198,7 +203,7 @@ def score_all(seeds: list[int], data: Path | None, out: Path, artifact: str) -> 
     folder = resolve_data_dir(data)
     rows = {}
     for seed in seeds:
-        for arm in trained_arms(seeds, out):
+        for arm in trained_arms(seeds, out, arms):
             path = out / run_name(arm, seed)
             run = RunFolder.open(path)
             verify = json.loads((run.export_dir / VERIFY_FILE).read_text(encoding="utf-8"))
@@ -243,9 +248,10 @@ def markdown(rows: dict, seeds: list[int], decisions: dict, training: dict) -> s
         out += ["", f"## Decision for {candidate} (pre-registered rule)", ""]
         out += [f"- {check}: {'pass' if ok else 'fail'}" for check, ok in decision["checks"].items()]
         out += [f"- **qualifies: {decision['qualifies']}**"]
-    out += ["", f"Teachers on the training films: agree with {training.get('teacher_label_agreement_train', float('nan')):.2%} "
-            f"of the labels; target quantiles (1, 10, 50, 90, 99 %): "
-            f"{[round(q, 3) for q in training.get('teacher_target_quantiles', [])]}"]
+    if "teacher_label_agreement_train" in training:
+        out += ["", f"Teachers on the training films: agree with {training['teacher_label_agreement_train']:.2%} "
+                    f"of the labels; target quantiles (1, 10, 50, 90, 99 %): "
+                    f"{[round(q, 3) for q in training.get('teacher_target_quantiles', [])]}"]
     views = training.get("consistent", {})
     if views:
         out += ["", f"Consistent views ({views['views']} per film): the teachers agree with "
@@ -265,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=0,
                         help="train the consistent-view students on this many augmented views per film")
     parser.add_argument("--score", action="store_true", help="score the converted runs and apply the rule")
+    parser.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS),
+                        help="score only these arms (the baseline among them)")
     args = parser.parse_args(argv)
 
     from edgecxr.benchmarks.machine import describe, machine_info
@@ -283,12 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"trained -> {args.runs}; convert each run, then rerun with --score", highlight=False)
         return 0
     machine = machine_info()
-    rows = score_all(args.seeds, args.data, args.runs, args.artifact)
-    decisions = {arm: decide(rows, args.seeds, arm) for arm in trained_arms(args.seeds, args.runs) if arm != "baseline"}
+    rows = score_all(args.seeds, args.data, args.runs, args.artifact, args.arms)
+    decisions = {arm: decide(rows, args.seeds, arm) for arm in trained_arms(args.seeds, args.runs, args.arms)
+                 if arm != "baseline"}
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else {}
     write_json_atomic(args.out / "distil.json", {"rows": rows, "decisions": decisions, "machine": machine})
     write_text_atomic(args.out / "distil.md",
-                      f"Compact students of {', '.join(map(str, args.teachers))} against same-seed baselines "
+                      f"Compact {', '.join(a for a in args.arms if a != 'baseline')} runs against same-seed baselines (teachers "
+                      f"of the distillation arms: {', '.join(map(str, args.teachers))}) "
                       f"({machine['date']}, {describe(machine)}).\n\n" + markdown(rows, args.seeds, decisions, training))
     console.print(", ".join(f"{arm} qualifies: {d['qualifies']}" for arm, d in decisions.items())
                   + f" -> {args.out / 'distil.md'}", highlight=False)
