@@ -40,24 +40,29 @@ class LoggedProgress(Progress):
         self._last_line[task_id] = time.monotonic()
         self._has_printed.discard(task_id)
 
+    def _task(self, task_id: TaskID):
+        return next(task for task in self.tasks if task.id == task_id)
+
     def update(self, task_id: TaskID, **kwargs) -> None:
-        was_finished = self._tasks[task_id].finished
+        was_finished = self._task(task_id).finished
         super().update(task_id, **kwargs)
         self._log_line(task_id, was_finished)
 
     def advance(self, task_id: TaskID, advance: float = 1) -> None:
-        was_finished = self._tasks[task_id].finished
+        was_finished = self._task(task_id).finished
         super().advance(task_id, advance)
         self._log_line(task_id, was_finished)
 
     def _log_line(self, task_id: TaskID, was_finished: bool) -> None:
         if self.console.is_terminal:
             return
-        task, now = self._tasks[task_id], time.monotonic()
-        just_finished = task.finished and not was_finished
-        if just_finished and task_id not in self._has_printed and now - self._last_line[task_id] < self.line_interval:
-            return
-        if not just_finished and (task.finished or now - self._last_line[task_id] < self.line_interval):
+        task, now = self._task(task_id), time.monotonic()
+        due = now - self._last_line[task_id] >= self.line_interval
+        if task.finished and not was_finished:  # the end: said when the work was long enough to report
+            report = due or task_id in self._has_printed
+        else:
+            report = due and not task.finished
+        if not report:
             return
         self._last_line[task_id] = now
         self._has_printed.add(task_id)
