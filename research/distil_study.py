@@ -29,6 +29,11 @@ from edgecxr.train.distillation import mean_logit
 ARMS = {"baseline": 0.1, "student": 0.0, "consistent": 0.0}
 # research/ssl_rule.md: the default recipe (labels, smoothing 0.1) from a self-supervised trunk.
 ARMS["ssl"] = 0.1
+# research/ssl_teach_rule.md: the consistent-view student's recipe from that trunk.
+ARMS["sslteach"] = 0.0
+# Whom each candidate arm is compared with (the distillation arms: the label-trained baseline).
+AGAINST = {"sslteach": "consistent"}
+SEEDS_A_RULE_NEEDS = 3
 AUC_MARGIN = 0.001  # rule 1
 ACCURACY_MARGIN = 0.010  # rule 1
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
@@ -164,21 +169,26 @@ def train_all(teachers: list[Path], seeds: list[int], data: Path | None, out: Pa
     return results
 
 
-def decide(rows: dict, seeds: list[int], candidate: str = "student") -> dict:
-    """The rule as written, for `candidate` against the same-seed baselines; rows[name] holds
-    'val_int8' metrics, 'stress_mean' and 'verified'."""
+def decide(rows: dict, seeds: list[int], candidate: str = "student", against: str = "baseline") -> dict:
+    """The rule as written, for `candidate` against the same-seed runs of `against`; rows[name]
+    holds 'val_int8' metrics, 'stress_mean' and 'verified'. Undecided (None) with fewer than the
+    three seeds the rules name."""
+    if len(seeds) < SEEDS_A_RULE_NEEDS:
+        return {"checks": {}, "qualifies": None, "stress_wins": None,
+                "note": f"the rule needs {SEEDS_A_RULE_NEEDS} seeds; scored: {', '.join(map(str, seeds))}"}
+
     def mean(arm, key, sub=None):
         return float(np.mean([(rows[run_name(arm, s)][sub][key] if sub else rows[run_name(arm, s)][key])
                               for s in seeds]))
 
-    stress_wins = sum(rows[run_name(candidate, s)]["stress_mean"] > rows[run_name("baseline", s)]["stress_mean"]
+    stress_wins = sum(rows[run_name(candidate, s)]["stress_mean"] > rows[run_name(against, s)]["stress_mean"]
                       for s in seeds)
     checks = {
         "1. int8 validation AUC and accuracy (seed means)":
-            mean(candidate, "roc_auc", "val_int8") >= mean("baseline", "roc_auc", "val_int8") - AUC_MARGIN
-            and mean(candidate, "accuracy", "val_int8") >= mean("baseline", "accuracy", "val_int8") - ACCURACY_MARGIN,
+            mean(candidate, "roc_auc", "val_int8") >= mean(against, "roc_auc", "val_int8") - AUC_MARGIN
+            and mean(candidate, "accuracy", "val_int8") >= mean(against, "accuracy", "val_int8") - ACCURACY_MARGIN,
         "2. stress mean AUC: higher on average and in >= 2 of 3 seeds":
-            mean(candidate, "stress_mean") > mean("baseline", "stress_mean") and stress_wins >= 2,
+            mean(candidate, "stress_mean") > mean(against, "stress_mean") and stress_wins >= 2,
         "3. every student's int8 verifies": all(rows[run_name(candidate, s)]["verified"] for s in seeds),
     }
     return {"checks": checks, "qualifies": all(checks.values()), "stress_wins": int(stress_wins)}
@@ -247,7 +257,8 @@ def markdown(rows: dict, seeds: list[int], decisions: dict, training: dict) -> s
     for candidate, decision in decisions.items():
         out += ["", f"## Decision for {candidate} (pre-registered rule)", ""]
         out += [f"- {check}: {'pass' if ok else 'fail'}" for check, ok in decision["checks"].items()]
-        out += [f"- **qualifies: {decision['qualifies']}**"]
+        out += [f"- **qualifies: {decision['qualifies']}**" if decision["qualifies"] is not None
+                else f"- **not decided**: {decision['note']}"]
     if "teacher_label_agreement_train" in training:
         out += ["", f"Teachers on the training films: agree with {training['teacher_label_agreement_train']:.2%} "
                     f"of the labels; target quantiles (1, 10, 50, 90, 99 %): "
@@ -292,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     machine = machine_info()
     rows = score_all(args.seeds, args.data, args.runs, args.artifact, args.arms)
-    decisions = {arm: decide(rows, args.seeds, arm) for arm in trained_arms(args.seeds, args.runs, args.arms)
-                 if arm != "baseline"}
+    arms = trained_arms(args.seeds, args.runs, args.arms)
+    decisions = {arm: decide(rows, args.seeds, arm, AGAINST.get(arm, "baseline")) for arm in arms
+                 if arm != "baseline" and AGAINST.get(arm, "baseline") in arms}
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else {}
     write_json_atomic(args.out / "distil.json", {"rows": rows, "decisions": decisions, "machine": machine})
     write_text_atomic(args.out / "distil.md",

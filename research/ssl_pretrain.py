@@ -2,10 +2,17 @@
 films, labels unused (contrastive, two warped views of each film), then the default recipe from
 that trunk at three seeds (research/ssl_rule.md).
 
-    python -m research.ssl_pretrain runs/demo --epochs 60
+    python -m research.ssl_pretrain runs/demo --epochs 75
     edgecxr convert research/runs/distil/ssl_s42 --quantize int8 --format tflite   # each seed
     python -m research.distil_study runs/demo runs/lite0 --score --arms baseline ssl \\
         --out research/results/ssl
+
+and, taught from that trunk (research/ssl_teach_rule.md):
+
+    python -m research.ssl_pretrain runs/demo --trunk research/runs/distil/ssl_trunk.weights.h5 \\
+        --teachers runs/demo runs/lite0
+    python -m research.distil_study runs/demo runs/lite0 --score --arms consistent sslteach \\
+        --out research/results/ssl_teach
 
 The fine-tuned runs sit beside the distillation study's same-seed baselines (research/runs/distil/,
 ignored by git), which the rule compares them with; the pretraining's record and linear probes go
@@ -128,24 +135,33 @@ def linear_probe_auc(model, spec, train, val) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reference_run", type=Path, help="the run whose patient split to use (runs/demo)")
-    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--epochs", type=int, default=None, help="pretrain for this many epochs")
+    parser.add_argument("--trunk", type=Path, default=None,
+                        help="instead of pretraining, start from this saved pretrained net (ssl_trunk.weights.h5)")
+    parser.add_argument("--teachers", type=Path, nargs="*", default=[],
+                        help="fine-tune on these runs' answers on consistent views (research/ssl_teach_rule.md)")
+    parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44])
     parser.add_argument("--pretrain-seed", type=int, default=42)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=Path("research/runs/distil"))
     parser.add_argument("--out", type=Path, default=Path("research/results/ssl"))
     args = parser.parse_args(argv)
+    if (args.epochs is None) == (args.trunk is None):
+        parser.error("give --epochs (pretrain) or --trunk (a saved pretrained net), not both")
 
     from edgecxr.benchmarks.machine import machine_info
     from edgecxr.edge_runtime.atomic import write_json_atomic
     from edgecxr.edge_runtime.data_location import resolve_data_dir
     from edgecxr.edge_runtime.errors import EdgecxrError
+    from edgecxr.edge_runtime.folders import LabelledImage
     from edgecxr.edge_runtime.run_folder import SPLIT_FILE, RunFolder
+    from edgecxr.train.augment import NO_AUGMENTATION
     from edgecxr.train.hparams import TrainConfig
     from edgecxr.train.inputs import load_splits
     from edgecxr.train.model_specs import get_model_spec
 
-    from .distil_study import ARMS, run_name, train_arm
+    from .distil_study import ARMS, consistent_views, run_name, train_arm
 
     reference = RunFolder.open(args.reference_run)
     split_seed = reference.metadata.details["training"]["config"]["seed"]
@@ -155,20 +171,26 @@ def main(argv: list[str] | None = None) -> int:
     if [str(Path(p).resolve()) for p in splits.val.paths] != [str(s.path) for s in reference.split("validation")]:
         raise EdgecxrError(f"seed {split_seed} does not give {args.reference_run}'s validation patients here")
 
-    pretrained, losses, seconds = pretrain(splits.train.pixels, spec, args.pretrain_seed, args.epochs)
     args.out.mkdir(parents=True, exist_ok=True)
-    trunk_file = args.runs / "ssl_trunk.weights.h5"
     args.runs.mkdir(parents=True, exist_ok=True)
-    pretrained.save_weights(trunk_file)
-    random_trunk = get_model_spec("compact").build(spec.input_shape, seed=args.pretrain_seed, weights=None)
-    record = {"epochs": args.epochs, "batch": BATCH, "temperature": TEMPERATURE, "projection": list(PROJECTION),
-              "learning_rate": LEARNING_RATE, "views": VIEWS.to_dict(), "pretrain_seed": args.pretrain_seed,
-              "n_films": int(len(splits.train.pixels)), "losses": losses, "seconds": seconds,
-              "linear_probe_val_auc": {"pretrained": linear_probe_auc(pretrained, spec, splits.train, splits.val),
-                                       "random_init": linear_probe_auc(random_trunk, spec, splits.train, splits.val)},
-              "machine": machine_info()}
-    console.print(f"linear probe, validation AUC: pretrained {record['linear_probe_val_auc']['pretrained']:.4f}, "
-                  f"random trunk {record['linear_probe_val_auc']['random_init']:.4f}", highlight=False)
+    if args.trunk is not None:
+        pretrained = get_model_spec("compact").build(spec.input_shape, seed=args.pretrain_seed, weights=None)
+        pretrained.load_weights(args.trunk)
+        record = {"trunk": str(args.trunk), "teachers": [str(t) for t in args.teachers], "views": args.views,
+                  "machine": machine_info()}
+    else:
+        pretrained, losses, seconds = pretrain(splits.train.pixels, spec, args.pretrain_seed, args.epochs)
+        pretrained.save_weights(args.runs / "ssl_trunk.weights.h5")
+        random_trunk = get_model_spec("compact").build(spec.input_shape, seed=args.pretrain_seed, weights=None)
+        record = {"epochs": args.epochs, "batch": BATCH, "temperature": TEMPERATURE, "projection": list(PROJECTION),
+                  "learning_rate": LEARNING_RATE, "views": VIEWS.to_dict(), "pretrain_seed": args.pretrain_seed,
+                  "n_films": int(len(splits.train.pixels)), "losses": losses, "seconds": seconds,
+                  "linear_probe_val_auc": {"pretrained": linear_probe_auc(pretrained, spec, splits.train, splits.val),
+                                           "random_init": linear_probe_auc(random_trunk, spec, splits.train,
+                                                                           splits.val)},
+                  "machine": machine_info()}
+        console.print(f"linear probe, validation AUC: pretrained {record['linear_probe_val_auc']['pretrained']:.4f}, "
+                      f"random trunk {record['linear_probe_val_auc']['random_init']:.4f}", highlight=False)
 
     def from_pretrained(model) -> None:
         copied = [layer.name for layer in model.layers if layer.name.startswith(TRUNK_PREFIX) and layer.weights]
@@ -177,18 +199,27 @@ def main(argv: list[str] | None = None) -> int:
         if len(copied) != 12:  # six conv layers and their six BatchNorms
             raise EdgecxrError(f"expected the compact trunk's 12 layers, copied {len(copied)}: {copied}")
 
+    arm = "sslteach" if args.teachers else "ssl"
+    samples = [LabelledImage(Path(p), int(label)) for p, label in zip(splits.train.paths, splits.train.labels)]
     record["fine_tuned"] = {}
     for seed in args.seeds:
-        name = run_name("ssl", seed)
-        metrics = train_arm(splits, spec, replace(config, out=args.runs / name), splits.train.pixels,
-                            splits.train.labels.astype(np.float32), splits.train.labels, ARMS["ssl"], seed,
-                            args.runs / name, reference.path / SPLIT_FILE, initialise=from_pretrained)
+        name = run_name(arm, seed)
+        if args.teachers:  # the consistent-view student's recipe (distil_rule.md's addendum) from the trunk
+            pixels, targets = consistent_views(args.teachers, samples, spec, args.views, seed)
+            labels, fit_config = np.tile(splits.train.labels, args.views), replace(config, augment=NO_AUGMENTATION)
+        else:
+            pixels, targets = splits.train.pixels, splits.train.labels.astype(np.float32)
+            labels, fit_config = splits.train.labels, config
+        metrics = train_arm(splits, spec, replace(fit_config, out=args.runs / name), pixels, targets, labels,
+                            ARMS[arm], seed, args.runs / name, reference.path / SPLIT_FILE,
+                            initialise=from_pretrained)
         console.print(f"{name}: validation AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.3f}",
                       highlight=False)
         record["fine_tuned"][name] = {k: metrics[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}
-    write_json_atomic(args.out / "pretraining.json", record)
-    console.print(f"pretrained and fine-tuned -> {args.runs}; convert each run, then score with "
-                  f"research.distil_study --score --arms baseline ssl", highlight=False)
+    record_file = args.out / ("pretraining.json" if arm == "ssl" else f"{arm}_{'_'.join(map(str, args.seeds))}.json")
+    write_json_atomic(record_file, record)
+    console.print(f"-> {args.runs}; convert each run, then score with research.distil_study --score --arms "
+                  f"baseline {arm}", highlight=False)
     return 0
 
 

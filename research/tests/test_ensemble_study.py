@@ -70,3 +70,14 @@ def test_the_distillation_rule_passes_and_each_check_can_fail():
     # 2: two wins but a lower mean
     assert not decide_distil(_distil_rows(student_stress=(0.981, 0.981, 0.90)), seeds)["qualifies"]
     assert not decide_distil(_distil_rows(verified=(True, False, True)), seeds)["qualifies"]  # 3
+
+
+def test_a_rule_against_another_arm_reads_that_arm_and_waits_for_three_seeds():
+    # research/ssl_teach_rule.md: the pretrained student against S2 ("consistent"), not the baseline.
+    rows = {run_name("consistent" if name.startswith("baseline") else "sslteach", int(name[-2:])): row
+            for name, row in _distil_rows().items()}
+    assert decide_distil(rows, [42, 43, 44], "sslteach", against="consistent")["qualifies"]
+    weaker = {**rows, run_name("sslteach", 42): {**rows[run_name("sslteach", 42)], "stress_mean": 0.90}}
+    assert not decide_distil(weaker, [42, 43, 44], "sslteach", against="consistent")["qualifies"]
+    partial = decide_distil(rows, [42], "sslteach", against="consistent")
+    assert partial["qualifies"] is None and "needs 3 seeds" in partial["note"]
