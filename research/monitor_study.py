@@ -337,40 +337,36 @@ def decide_layout(artifacts: list[dict]) -> dict:
             "candidates": candidates}
 
 
-def decide_training_null(artifacts: list[dict]) -> dict:
-    """research/monitor_training_null_rule.md, at 100 images, over the compact int8 TFLite artifacts (six)."""
+def _replacement(artifacts: list[dict], shipped_name: str, candidate_name: str) -> dict:
+    """The last two monitor rules' test, at 100 images over the six compact int8 TFLite artifacts:
+    the candidate's false alarms <= 5 % on every shipped halving and every other halvings' mean, its
+    mean detection above the shipped monitor's and its lowest not below."""
     compact = [summary(a, 100) for a in artifacts
                if a["artifact"].endswith("model_int8.tflite") and a.get("arch") == "compact"]
-    shipped = [s["H9+L8"]["detections_by_patient"] for s in compact]
-    candidate = [s["H9+L8t"]["detections_by_patient"] for s in compact]
-    alarms = all(s["H9+L8t"]["false_alarms_by_patient"] <= 0.05
-                 and (s["H9+L8t"]["false_alarms_by_patient_other_mean"] or 0) <= 0.05 for s in compact)
+    shipped = [s[shipped_name]["detections_by_patient"] for s in compact]
+    candidate = [s[candidate_name]["detections_by_patient"] for s in compact]
+    alarms = all(s[candidate_name]["false_alarms_by_patient"] <= 0.05
+                 and (s[candidate_name]["false_alarms_by_patient_other_mean"] or 0) <= 0.05 for s in compact)
     better = bool(compact and np.mean(candidate) > np.mean(shipped) and min(candidate) >= min(shipped))
-    # The rule names six compact runs: fewer cannot adopt.
-    return {"adopt_H9_L8t": len(compact) >= 6 and alarms and better, "n_compact_artifacts": len(compact),
+    # The rules name six compact runs: fewer cannot adopt.
+    return {"adopt": len(compact) >= 6 and alarms and better, "n_compact_artifacts": len(compact),
             "false_alarms_le_5pct_everywhere": alarms, "detects_more_on_average_and_no_lower_lowest": better,
-            "H9+L8": {"mean_detection": float(np.mean(shipped)) if compact else None,
-                      "lowest_detection": min(shipped) if compact else None},
-            "H9+L8t": {"mean_detection": float(np.mean(candidate)) if compact else None,
-                       "lowest_detection": min(candidate) if compact else None}}
+            shipped_name: {"mean_detection": float(np.mean(shipped)) if compact else None,
+                           "lowest_detection": min(shipped) if compact else None},
+            candidate_name: {"mean_detection": float(np.mean(candidate)) if compact else None,
+                             "lowest_detection": min(candidate) if compact else None}}
+
+
+def decide_training_null(artifacts: list[dict]) -> dict:
+    """research/monitor_training_null_rule.md."""
+    result = _replacement(artifacts, "H9+L8", "H9+L8t")
+    return {"adopt_H9_L8t": result.pop("adopt"), **result}
 
 
 def decide_fisher(artifacts: list[dict]) -> dict:
-    """research/monitor_fisher_rule.md, at 100 images, over the compact int8 TFLite artifacts (six)."""
-    compact = [summary(a, 100) for a in artifacts
-               if a["artifact"].endswith("model_int8.tflite") and a.get("arch") == "compact"]
-    shipped = [s["H9+L8t"]["detections_by_patient"] for s in compact]
-    candidate = [s["H9xL8t"]["detections_by_patient"] for s in compact]
-    alarms = all(s["H9xL8t"]["false_alarms_by_patient"] <= 0.05
-                 and (s["H9xL8t"]["false_alarms_by_patient_other_mean"] or 0) <= 0.05 for s in compact)
-    better = bool(compact and np.mean(candidate) > np.mean(shipped) and min(candidate) >= min(shipped))
-    # The rule names six compact runs: fewer cannot adopt.
-    return {"adopt_H9xL8t": len(compact) >= 6 and alarms and better, "n_compact_artifacts": len(compact),
-            "false_alarms_le_5pct_everywhere": alarms, "detects_more_on_average_and_no_lower_lowest": better,
-            "H9+L8t": {"mean_detection": float(np.mean(shipped)) if compact else None,
-                       "lowest_detection": min(shipped) if compact else None},
-            "H9xL8t": {"mean_detection": float(np.mean(candidate)) if compact else None,
-                       "lowest_detection": min(candidate) if compact else None}}
+    """research/monitor_fisher_rule.md."""
+    result = _replacement(artifacts, "H9+L8t", "H9xL8t")
+    return {"adopt_H9xL8t": result.pop("adopt"), **result}
 
 
 def _pct(value) -> str:
