@@ -369,6 +369,11 @@ def decide_fisher(artifacts: list[dict]) -> dict:
     return {"adopt_H9xL8t": result.pop("adopt"), **result}
 
 
+# rule -> (its decision's key in the result, the adopt flag, the shipped monitor, the candidate)
+REPLACEMENT_RULES = {"monitor_training_null_rule": ("decision_training_null", "adopt_H9_L8t", "H9+L8", "H9+L8t"),
+                     "monitor_fisher_rule": ("decision_fisher", "adopt_H9xL8t", "H9+L8t", "H9xL8t")}
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
@@ -408,22 +413,14 @@ def markdown(result: dict) -> str:
                               f"false alarms <= 5 % everywhere {'yes' if c['false_alarms_le_5pct_everywhere'] else 'no'}, "
                               f"5 points more and a higher lowest {'yes' if c['detects_5_points_more_and_a_higher_lowest'] else 'no'}"
                               for n, c in d["candidates"].items()), ""]
-    elif rule == "monitor_training_null_rule":
-        d = result["decision_training_null"]
-        lines += [f"Decision of research/monitor_training_null_rule.md (at 100 images, {d['n_compact_artifacts']} "
-                  f"compact int8 TFLite): **{'adopt H9+L8t' if d['adopt_H9_L8t'] else 'H9+L8 stays'}**; "
-                  f"H9+L8 mean {_pct(d['H9+L8']['mean_detection'])}, lowest {_pct(d['H9+L8']['lowest_detection'])}; "
-                  f"H9+L8t mean {_pct(d['H9+L8t']['mean_detection'])}, lowest {_pct(d['H9+L8t']['lowest_detection'])}; "
-                  f"false alarms <= 5 % everywhere {'yes' if d['false_alarms_le_5pct_everywhere'] else 'no'}; "
-                  f"more on average and no lower lowest "
-                  f"{'yes' if d['detects_more_on_average_and_no_lower_lowest'] else 'no'}", ""]
-    elif rule == "monitor_fisher_rule":
-        d = result["decision_fisher"]
-        lines += [f"Decision of research/monitor_fisher_rule.md (at 100 images, {d['n_compact_artifacts']} "
-                  f"compact int8 TFLite): **{'adopt H9xL8t' if d['adopt_H9xL8t'] else 'H9+L8t stays'}**; "
-                  f"H9+L8t mean {_pct(d['H9+L8t']['mean_detection'])}, lowest {_pct(d['H9+L8t']['lowest_detection'])}; "
-                  f"H9xL8t mean {_pct(d['H9xL8t']['mean_detection'])}, lowest {_pct(d['H9xL8t']['lowest_detection'])}; "
-                  f"false alarms <= 5 % everywhere {'yes' if d['false_alarms_le_5pct_everywhere'] else 'no'}; "
+    elif rule in REPLACEMENT_RULES:
+        key, adopt, shipped, candidate = REPLACEMENT_RULES[rule]
+        d = result[key]
+        lines += [f"Decision of research/{rule}.md (at 100 images, {d['n_compact_artifacts']} compact int8 TFLite): "
+                  f"**{'adopt ' + candidate if d[adopt] else shipped + ' stays'}**; "
+                  + "; ".join(f"{m} mean {_pct(d[m]['mean_detection'])}, lowest {_pct(d[m]['lowest_detection'])}"
+                              for m in (shipped, candidate))
+                  + f"; false alarms <= 5 % everywhere {'yes' if d['false_alarms_le_5pct_everywhere'] else 'no'}; "
                   f"more on average and no lower lowest "
                   f"{'yes' if d['detects_more_on_average_and_no_lower_lowest'] else 'no'}", ""]
     elif rule == "monitor_rule":

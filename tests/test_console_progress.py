@@ -16,6 +16,11 @@ def logged(**kwargs) -> tuple[io.StringIO, object]:
     return out, progress_bar(console=Console(file=out, width=200), **kwargs)
 
 
+def reported(out: io.StringIO) -> list[str]:
+    """Each plain line's task and count ("predicting: 2/4")."""
+    return [line.split(",")[0] for line in out.getvalue().splitlines() if line.strip()]
+
+
 def test_off_a_terminal_each_interval_gives_one_plain_line_and_the_end_one_more():
     out, progress = logged(line_interval=0.0)
     with progress:
@@ -23,10 +28,8 @@ def test_off_a_terminal_each_interval_gives_one_plain_line_and_the_end_one_more(
         for _ in range(4):
             progress.advance(task)
         progress.update(task, description="predicting (done)")  # after the end: nothing more
-    lines = [line for line in out.getvalue().splitlines() if line.strip()]
-    assert [line.split(",")[0] for line in lines] == ["predicting: 1/4", "predicting: 2/4", "predicting: 3/4",
-                                                      "predicting: 4/4"]
-    assert lines[-1].startswith("predicting: 4/4, 100 %, ")
+    assert reported(out) == ["predicting: 1/4", "predicting: 2/4", "predicting: 3/4", "predicting: 4/4"]
+    assert out.getvalue().strip().splitlines()[-1].startswith("predicting: 4/4, 100 %, ")
 
 
 def test_short_work_stays_quiet_and_long_work_reports_its_end():
@@ -39,9 +42,8 @@ def test_short_work_stays_quiet_and_long_work_reports_its_end():
         time.sleep(0.06)  # longer than the interval: the first step is reported
         progress.advance(slow)
         progress.advance(slow)  # within the interval, but the end of work already reported
-    text = out.getvalue()
-    assert "quick" not in text
-    assert [line.split(",")[0] for line in text.splitlines() if line.strip()] == ["slow: 1/2", "slow: 2/2"]
+    assert "quick" not in out.getvalue()
+    assert reported(out) == ["slow: 1/2", "slow: 2/2"]
 
 
 def test_a_reset_task_reports_again_as_trainings_epoch_bar_does():
@@ -51,8 +53,7 @@ def test_a_reset_task_reports_again_as_trainings_epoch_bar_does():
         progress.advance(task, 2)
         progress.reset(task, total=2, description="epoch 2")
         progress.advance(task, 2)
-    assert [line.split(",")[0] for line in out.getvalue().splitlines() if line.strip()] == ["epoch 1: 2/2",
-                                                                                           "epoch 2: 2/2"]
+    assert reported(out) == ["epoch 1: 2/2", "epoch 2: 2/2"]
 
 
 def test_on_a_terminal_the_bar_is_drawn_and_no_plain_line_is_added():

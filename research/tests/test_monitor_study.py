@@ -4,6 +4,7 @@ applied as written (research/monitor_rule.md)."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgecxr.edge_runtime.mean_shift import ReferenceMoments
 from research.monitor_study import (MONITORS, decide, decide_fisher, decide_layout, decide_reference,
@@ -105,23 +106,26 @@ def test_the_layout_rule_needs_six_compact_runs_five_points_more_and_a_higher_lo
     assert decide_layout(six(better, alike) + [lite0])["recommend"] == "H9+L16"  # Lite0 reported only
 
 
-def test_the_training_null_rule_needs_six_compact_runs_a_higher_mean_and_no_lower_lowest():
-    def six(l8t, l8=(0.84, 0.94, 0.83, 0.89, 0.95, 0.40), **kwargs):
+@pytest.mark.parametrize("decide_rule, adopt, shipped_name, candidate_name", [
+    (decide_training_null, "adopt_H9_L8t", "H9+L8", "H9+L8t"),  # research/monitor_training_null_rule.md
+    (decide_fisher, "adopt_H9xL8t", "H9+L8t", "H9xL8t"),  # research/monitor_fisher_rule.md
+])
+def test_a_replacement_rule_needs_six_compact_runs_a_higher_mean_and_no_lower_lowest(decide_rule, adopt, shipped_name,
+                                                                                     candidate_name):
+    def six(candidate, shipped=(0.84, 0.94, 0.83, 0.89, 0.95, 0.40), **kwargs):
         return [layout_artifact(f"runs/r{k}/export/model_int8.tflite", "compact",
-                                {"H9+L8": l8[k], "H9+L8t": l8t[k]}, **kwargs) for k in range(6)]
+                                {shipped_name: shipped[k], candidate_name: candidate[k]}, **kwargs) for k in range(6)]
 
     better = (0.87, 0.87, 0.92, 0.91, 0.89, 0.70)  # mean 86.0 % against 80.8 %, lowest 0.70 >= 0.40
-    lower_lowest = (0.99, 0.99, 0.99, 0.99, 0.99, 0.39)
-    lower_mean = (0.80, 0.80, 0.80, 0.80, 0.80, 0.40)
-    assert decide_training_null(six(better))["adopt_H9_L8t"]
-    assert not decide_training_null(six(lower_lowest))["adopt_H9_L8t"]
-    assert not decide_training_null(six(lower_mean))["adopt_H9_L8t"]
-    assert not decide_training_null(six(better, other=0.051))["adopt_H9_L8t"]  # others' false alarms over 5 %
-    assert not decide_training_null(six(better, alarms=0.06))["adopt_H9_L8t"]  # shipped halving's over 5 %
-    assert not decide_training_null(six(better)[:5])["adopt_H9_L8t"]  # the rule names six runs
+    assert decide_rule(six(better))[adopt]
+    assert not decide_rule(six((0.99, 0.99, 0.99, 0.99, 0.99, 0.39)))[adopt]  # a lower lowest
+    assert not decide_rule(six((0.80, 0.80, 0.80, 0.80, 0.80, 0.40)))[adopt]  # a lower mean
+    assert not decide_rule(six(better, other=0.051))[adopt]  # others' false alarms over 5 %
+    assert not decide_rule(six(better, alarms=0.06))[adopt]  # shipped halving's over 5 %
+    assert not decide_rule(six(better)[:5])[adopt]  # the rules name six runs
     lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
-                            {"H9+L8": 1.0, "H9+L8t": 0.0}, alarms=0.5)
-    assert decide_training_null(six(better) + [lite0])["adopt_H9_L8t"]  # Lite0 reported only
+                            {shipped_name: 1.0, candidate_name: 0.0}, alarms=0.5)
+    assert decide_rule(six(better) + [lite0])[adopt]  # Lite0 reported only
 
 
 def test_the_fixed_reference_null_holds_out_whole_patients_and_keeps_the_strictest_size():
@@ -138,23 +142,6 @@ def test_the_fixed_reference_null_holds_out_whole_patients_and_keeps_the_stricte
     assert np.quantile(null.statistics, 0.95) > 12
     assert null.p_value(np.inf) == 1 / 301
     assert fixed_reference_null(reference, values[:10], paths[:10], seed=1) is None  # smaller than any batch
-
-
-def test_the_fisher_rule_needs_six_compact_runs_a_higher_mean_and_no_lower_lowest():
-    def six(fisher, shipped=(0.88, 0.87, 0.92, 0.91, 0.89, 0.70), **kwargs):
-        return [layout_artifact(f"runs/r{k}/export/model_int8.tflite", "compact",
-                                {"H9+L8t": shipped[k], "H9xL8t": fisher[k]}, **kwargs) for k in range(6)]
-
-    better = (0.91, 0.90, 0.94, 0.93, 0.90, 0.70)
-    assert decide_fisher(six(better))["adopt_H9xL8t"]
-    assert not decide_fisher(six((0.99, 0.99, 0.99, 0.99, 0.99, 0.69)))["adopt_H9xL8t"]  # a lower lowest
-    assert not decide_fisher(six((0.88, 0.87, 0.92, 0.91, 0.89, 0.70)))["adopt_H9xL8t"]  # no higher mean
-    assert not decide_fisher(six(better, other=0.051))["adopt_H9xL8t"]  # others' false alarms over 5 %
-    assert not decide_fisher(six(better, alarms=0.06))["adopt_H9xL8t"]  # shipped halving's over 5 %
-    assert not decide_fisher(six(better)[:5])["adopt_H9xL8t"]  # the rule names six runs
-    lite0 = layout_artifact("runs/lite0/export/model_int8.tflite", "efficientnet_lite0",
-                            {"H9+L8t": 1.0, "H9xL8t": 0.0}, alarms=0.5)
-    assert decide_fisher(six(better) + [lite0])["adopt_H9xL8t"]  # Lite0 reported only
 
 
 def test_fishers_combined_p_value_is_uniform_for_independent_uniform_p_values():
